@@ -1,0 +1,112 @@
+"""Readiness and liveness endpoints for load balancers, orchestrators and humans.
+
+/health/ (readiness) probes every dependency a LiveView needs: the database,
+the cache, djust's state backend and the channel layer. It answers 200 when
+all are up and 503 otherwise, in JSON, within a few seconds even when a
+dependency hangs (each probe has a deadline; they run concurrently).
+/health/live/ (liveness) touches nothing: restart the process only if it fails.
+"""
+
+import asyncio
+import dataclasses
+import datetime
+
+from channels.layers import get_channel_layer
+from django.http import JsonResponse
+from djust.state_backends import get_backend
+from health_check import checks
+from health_check.base import HealthCheck
+from health_check.exceptions import ServiceUnavailable
+from health_check.views import HealthCheckView
+
+# Per-probe deadline; django-health-check adds one second of grace, so the
+# whole answer arrives in about three seconds at worst.
+PROBE_TIMEOUT = datetime.timedelta(seconds=2)
+
+
+@dataclasses.dataclass
+class Database(checks.Database):
+    """SELECT 1 on a fresh connection (connect_timeout is set in prod.py)."""
+
+    timeout: datetime.timedelta = PROBE_TIMEOUT
+
+
+@dataclasses.dataclass
+class Cache(checks.Cache):
+    """A key set in the cache reads back."""
+
+    timeout: datetime.timedelta = PROBE_TIMEOUT
+
+
+@dataclasses.dataclass
+class StateBackend(HealthCheck):
+    """djust's state backend answers PING and a write/read/delete round trip."""
+
+    timeout: datetime.timedelta = PROBE_TIMEOUT
+
+    def run(self):
+        try:
+            result = get_backend().health_check()
+        except Exception as error:
+            raise ServiceUnavailable(
+                f"state backend unreachable: {type(error).__name__}"
+            ) from error
+        if result.get("status") != "healthy":
+            raise ServiceUnavailable("state backend unhealthy")
+
+
+@dataclasses.dataclass
+class ChannelLayer(HealthCheck):
+    """A message sent through the channel layer comes back."""
+
+    timeout: datetime.timedelta = PROBE_TIMEOUT
+
+    async def run(self):
+        layer = get_channel_layer()
+        try:
+            channel = await layer.new_channel()
+            await layer.send(channel, {"type": "health.ping"})
+            message = await layer.receive(channel)
+        except Exception as error:
+            raise ServiceUnavailable(
+                f"channel layer unreachable: {type(error).__name__}"
+            ) from error
+        if message.get("type") != "health.ping":
+            raise ServiceUnavailable("channel layer returned another message")
+
+
+class ReadinessView(HealthCheckView):
+    """Always JSON (no Accept header needed): 200 when every probe passes, else 503."""
+
+    checks = (
+        ("database", Database),
+        ("cache", Cache),
+        ("state_backend", StateBackend),
+        ("channel_layer", ChannelLayer),
+    )
+
+    def get_checks(self):
+        return [check(timeout=PROBE_TIMEOUT) for _, check in self.checks]
+
+    async def get(self, request, *args, **kwargs):
+        with self.get_executor() as executor:
+            results = await asyncio.gather(
+                *(check.get_result(executor) for check in self.get_checks())
+            )
+        report = {
+            name: "ok" if result.error is None else str(result.error)
+            for (name, _), result in zip(self.checks, results, strict=True)
+        }
+        healthy = all(value == "ok" for value in report.values())
+        return JsonResponse(
+            {"status": "ok" if healthy else "unavailable", "checks": report},
+            status=200 if healthy else 503,
+        )
+
+
+async def liveness(request):
+    """The process is up and its event loop answers; no dependency is touched."""
+    return JsonResponse({"status": "ok"})
+
+
+readiness = ReadinessView.as_view()
