@@ -135,3 +135,14 @@ def bake(tmp_path_factory):
 def synced(bake):
     """synced("default") -> Project whose .venv has its dependencies installed."""
     return lambda variant: bake(variant).sync()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A real, password-protected Redis on a free loopback port, for this test process."""
+    from tests.stack import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server.url
+    server.stop()

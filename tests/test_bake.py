@@ -36,12 +36,12 @@ print(json.dumps({
 """
 
 
-def prod_env(project, **extra):
+def prod_env(project, redis_url="redis://:secret@127.0.0.1:6379/0", **extra):
     """The environment production would give: .env's secrets plus required URLs."""
     env = project.dotenv()
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings.prod",
-        REDIS_URL="redis://:secret@127.0.0.1:6379/0",
+        REDIS_URL=redis_url,
         DATABASE_URL=(
             "postgres://app:secret@127.0.0.1:5432/app"
             if project.answers["database"] == "postgresql"
@@ -99,10 +99,10 @@ def test_generated_projects_own_tests_pass(synced, variant):
 
 
 @pytest.mark.parametrize("variant", VARIANT_PARAMS)
-def test_prod_really_uses_redis_for_state_channels_and_cache(synced, variant):
+def test_prod_really_uses_redis_for_state_channels_and_cache(synced, redis_url, variant):
     # An in-memory channel layer passes `check --deploy` silently: assert it.
     project = synced(variant)
-    result = project.run("python", "-c", PROD_PRINT_BACKENDS, env=prod_env(project))
+    result = project.run("python", "-c", PROD_PRINT_BACKENDS, env=prod_env(project, redis_url))
     backends = json.loads(result.stdout.strip().splitlines()[-1])
     assert backends["debug"] is False
     assert backends["state_backend"] == "RedisStateBackend"

@@ -6,6 +6,7 @@ startup and access lines are JSON too.
 """
 
 import logging
+import re
 
 from config.env import env_str
 
@@ -28,6 +29,22 @@ SERVER_LOGGERS = (
 )
 
 
+class RedactFilter(logging.Filter):
+    """Hide passwords in URLs and drop uvicorn's ANSI-coloured duplicate message.
+
+    djust logs its Redis URL at start; "redis://:SECRET@host" becomes
+    "redis://:***@host" so secrets never reach the log shipper.
+    """
+
+    URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", re.I)
+
+    def filter(self, record):
+        record.msg = self.URL_PASSWORD.sub(r"\g<scheme>***@", record.getMessage())
+        record.args = None
+        record.__dict__.pop("color_message", None)
+        return True
+
+
 def build_logging(level=None):
     """Return a dictConfig dictionary that writes JSON lines to stdout."""
     level = (level or env_str("DJANGO_LOG_LEVEL", "INFO")).upper()
@@ -41,11 +58,13 @@ def build_logging(level=None):
                 "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
             },
         },
+        "filters": {"redact": {"()": RedactFilter}},
         "handlers": {
             "stdout": {
                 "class": "logging.StreamHandler",
                 "stream": "ext://sys.stdout",
                 "formatter": "json",
+                "filters": ["redact"],
             },
         },
         "root": {"handlers": ["stdout"], "level": level},

@@ -19,7 +19,10 @@ GRACEFUL_TIMEOUT = env_int("GRACEFUL_TIMEOUT", 20)
 # SECURITY WARNING: X-Forwarded-For and X-Forwarded-Proto are believed only
 # from these addresses (comma list, CIDR allowed); anyone else could claim to
 # be any client, over HTTPS. Set them to your proxy's or load balancer's.
-FORWARDED_ALLOW_IPS = env_str("FORWARDED_ALLOW_IPS", "{{ '127.0.0.1' if cookiecutter.proxy == 'nginx' else '10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7' }}")
+FORWARDED_ALLOW_IPS = env_str(
+    "FORWARDED_ALLOW_IPS",
+    "{{ '127.0.0.1' if cookiecutter.proxy == 'nginx' else '10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7' }}",
+)
 
 # A WebSocket peer that misses a ping is dropped, which frees the sessions of
 # clients that vanished without closing (laptops closed, phones off-network).

@@ -15,7 +15,8 @@ PROD_ENV = {
     "DJANGO_SECRET_KEY": "a-production-like-secret-key-that-is-long-enough-0123456789abcdef",
     "DJANGO_ALLOWED_HOSTS": "app.example.org",
     "REDIS_URL": "redis://:pw@127.0.0.1:6390/0",
-    "DATABASE_URL": "postgres://app:pw@127.0.0.1:5432/app",
+    # Any URL will do: loading settings opens no connection.
+    "DATABASE_URL": "sqlite:///prod-settings-check.sqlite3",
 }
 
 DUMP_SETTINGS = """

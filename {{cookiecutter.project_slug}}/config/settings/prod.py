@@ -87,7 +87,8 @@ CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
-        "KEY_PREFIX": "cache",
+        # Keeps cache keys apart from djust's ("djust:") and the channel layer's ("asgi").
+        "KEY_PREFIX": env_str("DJANGO_CACHE_KEY_PREFIX", "cache"),
         "OPTIONS": {
             "socket_timeout": REDIS_SOCKET_TIMEOUT,
             "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
