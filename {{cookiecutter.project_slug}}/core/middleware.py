@@ -38,7 +38,7 @@ class HealthCheckMiddleware:
 
 
 class InlineScriptNonceMiddleware:
-    """Put the request's CSP nonce on inline <script> and <style> tags that lack one.
+    """Put the request's CSP nonce on <script> tags that lack one.
 
     djust injects inline scripts (route map, handler metadata, client
     configuration) without a nonce. Rather than weaken the policy with
@@ -48,7 +48,7 @@ class InlineScriptNonceMiddleware:
     coming from data never reaches this point as markup.
     """
 
-    TAG = re.compile(rb"<(script|style)\b(?![^>]*\bnonce=)", re.IGNORECASE)
+    TAG = re.compile(rb"<script\b(?![^>]*\bnonce=)", re.IGNORECASE)
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -62,7 +62,7 @@ class InlineScriptNonceMiddleware:
         nonce = getattr(request, "csp_nonce", None)
         if nonce is None:
             return response
-        replacement = rb'<\1 nonce="' + str(nonce).encode() + b'"'
+        replacement = b'<script nonce="' + str(nonce).encode() + b'"'
         response.content = self.TAG.sub(replacement, response.content)
         if response.has_header("Content-Length"):
             response["Content-Length"] = str(len(response.content))

@@ -9,7 +9,7 @@ https://docs.djangoproject.com/en/5.2/ref/settings/
 
 from pathlib import Path
 
-from csp.constants import NONCE, NONE, SELF
+from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
 
 from config.env import env_int, env_list, env_str
 from config.logging import build_logging, route_warnings_to_logging
@@ -159,15 +159,18 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "strict-origin-when-cross-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 
-# Content-Security-Policy (django-csp). Scripts run only from our origin or
-# with this response's nonce: no 'unsafe-inline', no 'unsafe-eval'. djust's
-# inline scripts get the nonce from core.middleware.InlineScriptNonceMiddleware.
-# 'self' in connect-src covers the same-origin ws:// and wss:// LiveView socket.
+# Content-Security-Policy (django-csp): https://django-csp.readthedocs.io/
+# Scripts run only from our origin or with this response's nonce: no
+# 'unsafe-inline', no 'unsafe-eval'. djust's inline scripts get the nonce from
+# core.middleware.InlineScriptNonceMiddleware. Styles allow 'unsafe-inline':
+# djust's client adds <style> elements at run time (loading states), which no
+# server-side nonce reaches, and CSS cannot run code. 'self' in connect-src
+# covers the same-origin ws:// and wss:// LiveView socket.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],
         "script-src": [SELF, NONCE],
-        "style-src": [SELF, NONCE],
+        "style-src": [SELF, UNSAFE_INLINE],
         "img-src": [SELF, "data:"],
         "connect-src": [SELF],
         "font-src": [SELF],
