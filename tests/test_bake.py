@@ -59,7 +59,10 @@ def test_no_unrendered_template_syntax(bake, variant):
     for path in project.path.rglob("*"):
         if path.is_file() and ".venv" not in path.parts:
             text = path.read_text(errors="replace")
-            offenders += [f"{path.relative_to(project.path)}: {m.group(0)}" for m in LEFTOVER_TEMPLATE_SYNTAX.finditer(text)]
+            offenders += [
+                f"{path.relative_to(project.path)}: {m.group(0)}"
+                for m in LEFTOVER_TEMPLATE_SYNTAX.finditer(text)
+            ]
         offenders += [str(path)] if "{{" in path.name or "{%" in path.name else []
     assert not offenders, "unrendered template syntax:\n" + "\n".join(offenders)
 
