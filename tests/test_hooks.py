@@ -77,7 +77,9 @@ def test_bad_answer_is_refused_with_one_clear_line_and_nothing_written(tmp_path,
     errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR:")]
     assert len(errors) == 1, result.stderr
     assert errors[0].startswith(f"ERROR: {answer} "), errors[0]
-    assert any(hint in errors[0] for hint in ("e.g.", "use ", "choose", "keep it", "write it", "give ", "pick ")), errors[0]
+    assert any(
+        hint in errors[0] for hint in ("e.g.", "use ", "choose", "keep it", "write it", "give ", "pick ")
+    ), errors[0]
     assert list(output.iterdir()) == [], "a refused answer must leave nothing on disk"
 
 
@@ -149,3 +151,20 @@ def test_choices_match_cookiecutter_json():
         declared = config[name] if isinstance(config[name], list) else [config[name], not config[name]]
         assert sorted(map(str, declared)) == sorted(map(str, values)), name
         assert str(DEFAULTS[name]) == str(declared[0]), f"{name}: DEFAULTS must match cookiecutter.json"
+
+
+def test_validator_docstring_examples_are_true():
+    """The examples in each validator's docstring run as doctests."""
+    import doctest
+    import re
+    import types
+
+    source = (TEMPLATE_DIR / "hooks" / "pre_gen_project.py").read_text()
+    # Replace the rendered-answers block with a literal, as cookiecutter would render it.
+    source, count = re.subn(r'r"""\{\{.*?\}\}"""', '"{}"', source, flags=re.S)
+    assert count == 1
+    module = types.ModuleType("pre_gen_project")
+    exec(compile(source, "pre_gen_project.py", "exec"), module.__dict__)
+    results = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert results.attempted >= 10
+    assert results.failed == 0
