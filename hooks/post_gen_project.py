@@ -41,7 +41,7 @@ def main():
     project_dir = Path.cwd()
     wrote = write_env(project_dir)
     slug = ANSWERS["project_slug"]
-    deploy_doc = "deploy/nginx/README.md" if ANSWERS["proxy"] == "nginx" else "deploy/load-balancer.md"
+    deploy_doc = "deploy/nginx/README.md" if ANSWERS["proxy"] == "nginx" else "deploy/load-balancer/README.md"
     print(
         f"\nCreated {slug}/" + (" with a fresh .env (secret key and passwords)." if wrote else " (kept the existing .env).")
     )

@@ -18,7 +18,7 @@ PYENV_VERSIONS = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "v
 
 
 def find_python(version):
-    """Path of an interpreter for "3.12", or None when this machine has none."""
+    """Path of an interpreter for "3.12", or the version itself for uv to resolve."""
     for candidate in sorted(PYENV_VERSIONS.glob(f"{version}.*"), reverse=True):
         binary = candidate / "bin" / f"python{version}"
         if binary.exists():
@@ -26,7 +26,8 @@ def find_python(version):
     found = shutil.which(f"python{version}")
     if found and subprocess.run([found, "-V"], capture_output=True, check=False).returncode == 0:
         return found
-    return None
+    # Let uv find one it manages (`uv python install 3.12`), as on GitHub's runners.
+    return version
 
 
 @dataclass
@@ -41,10 +42,16 @@ class Project:
     def slug(self):
         return self.path.name
 
+    @property
+    def domain(self):
+        """The domain_name answer, as the generated .env.example carries it."""
+        for line in (self.path / ".env.example").read_text().splitlines():
+            if line.startswith("DJANGO_ALLOWED_HOSTS="):
+                return line.partition("=")[2].strip()
+        raise LookupError("DJANGO_ALLOWED_HOSTS missing from .env.example")
+
     def env(self, **extra):
         python = find_python(self.answers["python_version"])
-        if python is None:
-            pytest.fail(f"Python {self.answers['python_version']} is not installed on this machine")
         env = {
             key: value
             for key, value in os.environ.items()
