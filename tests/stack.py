@@ -7,6 +7,7 @@ loopback.
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -292,3 +293,230 @@ class AppServer:
 
     def log_lines(self):
         return self.log_path.read_text(errors="replace").splitlines()
+
+
+def self_signed_certificate(directory):
+    """A throwaway certificate for localhost; returns (cert, key) paths."""
+    directory = Path(directory)
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+# A stand-in for an L7 load balancer (the load_balancer variant ships no Nginx
+# site): TLS termination, forwarded headers, WebSocket upgrade, long timeouts.
+LOAD_BALANCER_SITE = """
+map $http_upgrade $connection_upgrade { default upgrade; '' ''; }
+upstream app { server 127.0.0.1:8000; keepalive 32; }
+server { listen 80; location / { return 301 https://$host$request_uri; } }
+server {
+    listen 443 ssl http2;
+    ssl_certificate /etc/letsencrypt/live/lb/fullchain.pem;
+    ssl_certificate_key /etc/letsencrypt/live/lb/privkey.pem;
+    location / {
+        proxy_pass http://app;
+        proxy_http_version 1.1;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection $connection_upgrade;
+        proxy_set_header Host $host;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_read_timeout 3600s;
+    }
+}
+"""
+
+
+class Nginx:
+    """Debian's nginx running a site file under a private prefix.
+
+    Only what cannot work on a test machine is rewritten: listen ports,
+    certificate paths, the upstream address, and the /static/ alias (which
+    points at /srv/<slug>/staticfiles/ in production). Pid and log paths live
+    in the wrapper nginx.conf.
+    """
+
+    def __init__(self, directory, site_text, upstream_port, static_root=None, slug=None):
+        self.prefix = Path(directory)
+        self.http_port, self.https_port = free_port(), free_port()
+        self.cert, self.key = self_signed_certificate(self.prefix)
+        site = re.sub(r"listen \[::\]:\d+[^;]*;\n", "", site_text)
+        site = re.sub(r"listen 80;", f"listen 127.0.0.1:{self.http_port};", site)
+        site = re.sub(r"listen 443 ssl http2;", f"listen 127.0.0.1:{self.https_port} ssl http2;", site)
+        site = re.sub(r"ssl_certificate (/etc/letsencrypt/\S+);", f"ssl_certificate {self.cert};", site)
+        site = re.sub(
+            r"ssl_certificate_key (/etc/letsencrypt/\S+);", f"ssl_certificate_key {self.key};", site
+        )
+        site = site.replace("server 127.0.0.1:8000", f"server 127.0.0.1:{upstream_port}")
+        if static_root and slug:
+            site = site.replace(f"alias /srv/{slug}/staticfiles/;", f"alias {static_root}/;")
+        self.site = site
+        (self.prefix / "logs").mkdir(exist_ok=True)
+        (self.prefix / "site.conf").write_text(site)
+        temp = self.prefix / "temp"
+        temp.mkdir(exist_ok=True)
+        (self.prefix / "nginx.conf").write_text(
+            "user root;\nworker_processes 1;\nworker_rlimit_nofile 8192;\n"
+            f"pid {self.prefix}/nginx.pid;\nerror_log {self.prefix}/logs/error.log warn;\n"
+            "events { worker_connections 4096; }\n"
+            "http {\n"
+            f"  access_log {self.prefix}/logs/access.log;\n"
+            # As Debian's stock nginx.conf does: the site relies on it for Content-Types.
+            "  include /etc/nginx/mime.types;\n  default_type application/octet-stream;\n"
+            + "".join(
+                f"  {kind}_temp_path {temp}/{kind};\n"
+                for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+            )
+            + f"  include {self.prefix}/site.conf;\n}}\n"
+        )
+
+    @property
+    def binary(self):
+        return shutil.which("nginx") or "/usr/sbin/nginx"
+
+    def _nginx(self, *args):
+        return subprocess.run(
+            [self.binary, "-p", str(self.prefix), "-e", str(self.prefix / "logs" / "error.log"),
+             "-c", str(self.prefix / "nginx.conf"), *args],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+
+    def start(self):
+        result = self._nginx()
+        if result.returncode != 0:
+            raise RuntimeError(f"nginx did not start:\n{result.stderr}")
+        wait_for(lambda: port_open(self.https_port), 15, f"nginx on port {self.https_port}")
+        return self
+
+    def stop(self):
+        self._nginx("-s", "quit")
+        pidfile = self.prefix / "nginx.pid"
+        if pidfile.exists():
+            with contextlib.suppress(ValueError):
+                stop_pid(int(pidfile.read_text().strip() or 0), timeout=15)
+
+    @property
+    def url(self):
+        return f"https://localhost:{self.https_port}"
+
+
+class FakeSentry:
+    """A local Sentry ingest: records every envelope a SENTRY_DSN pointing here sends."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.envelopes = []
+        self._server = None
+
+    @property
+    def dsn(self):
+        return f"http://rehearsalpublickey@127.0.0.1:{self.port}/1"
+
+    def start(self):
+        import gzip
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        envelopes = self.envelopes
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                envelopes.append(body.decode(errors="replace"))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self):
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+class LiveSession:
+    """One djust LiveView session over a real WebSocket (protocol: shared/DJUST-FACTS.md)."""
+
+    def __init__(self, url, origin, view="core.views.CounterView", compression="deflate"):
+        self.url, self.origin, self.view, self.compression = url, origin, view, compression
+        self.socket = None
+        self.session_id = None
+
+    async def open(self, timeout=15):
+        import json
+        import ssl
+
+        import websockets
+
+        context = None
+        if self.url.startswith("wss://"):
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        self.socket = await websockets.connect(
+            self.url,
+            origin=self.origin,
+            ssl=context,
+            open_timeout=timeout,
+            compression=self.compression,
+            ping_interval=None,
+            max_size=2**22,
+        )
+        hello = json.loads(await asyncio_wait(self.socket.recv(), timeout))
+        if hello.get("type") != "connect":
+            raise AssertionError(f"expected a connect message, got {hello}")
+        self.session_id = hello.get("session_id")
+        await self.socket.send(
+            json.dumps(
+                {"type": "mount", "view": self.view, "params": {}, "url": "/",
+                 "has_prerendered": False, "client_timezone": "UTC"}
+            )
+        )  # fmt: skip
+        mounted = await self.receive(lambda m: m.get("type") in ("mount", "error"), timeout)
+        if mounted["type"] != "mount":
+            raise AssertionError(f"mount refused: {mounted}")
+        return self
+
+    async def receive(self, accept, timeout=15):
+        """The next message accept(message) is true for (others are skipped)."""
+        import json
+
+        deadline = time.monotonic() + timeout
+        for _ in range(1000):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            message = json.loads(await asyncio_wait(self.socket.recv(), remaining))
+            if accept(message):
+                return message
+        raise TimeoutError(f"no matching message within {timeout} s")
+
+    async def increment(self, ref, timeout=15):
+        """Send the counter's event; return the patch answering it."""
+        import json
+
+        await self.socket.send(json.dumps({"type": "event", "event": "increment", "params": {}, "ref": ref}))
+        return await self.receive(lambda m: m.get("ref") == ref, timeout)
+
+    async def close(self):
+        if self.socket is not None:
+            await self.socket.close()
+
+
+async def asyncio_wait(awaitable, timeout):
+    import asyncio
+
+    return await asyncio.wait_for(awaitable, timeout)
