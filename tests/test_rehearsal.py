@@ -10,6 +10,8 @@ restart, killed worker, SIGTERM) run last, on the default variant.
 
 import asyncio
 import json
+import os
+import shutil
 import socket
 import ssl
 import threading
@@ -38,6 +40,8 @@ VARIANTS = [
     for name, variant in REHEARSAL_VARIANTS.items()
 ]
 IDLE_SECONDS = 65
+# Debian's Chromium (never a browser downloaded by `playwright install`).
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 INSECURE_TLS = ssl.create_default_context()
 INSECURE_TLS.check_hostname = False
 INSECURE_TLS.verify_mode = ssl.CERT_NONE
@@ -177,7 +181,7 @@ def browser():
 
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium",
+            executable_path=CHROMIUM,
             args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
         )  # fmt: skip
