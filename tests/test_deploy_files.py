@@ -184,6 +184,29 @@ def test_nginx_site_passes_nginx_t(bake, tmp_path, variant):
     assert "syntax is ok" in result.stderr and "test is successful" in result.stderr
 
 
+@pytest.mark.parametrize("variant", VARIANT_PARAMS)
+def test_nginx_compose_site_passes_nginx_t(bake, tmp_path, variant):
+    """The site compose.yaml mounts into its nginx container.
+
+    Besides the certificate paths, one more thing changes: nginx resolves
+    upstream host names when it loads, and the compose service name `web`
+    exists only on the compose network, so it becomes 127.0.0.1 here.
+    """
+    project = bake(variant)
+    if project.answers["proxy"] != "nginx":
+        assert not (project.path / "deploy" / "nginx" / "compose.conf").exists()
+        return
+    text = (project.path / "deploy" / "nginx" / "compose.conf").read_text()
+    assert "server web:8000;" in text
+    assert ("ip_hash;" in text) == project.answers["sticky_sessions"]
+    assert "proxy_set_header Connection $connection_upgrade;" in text
+    site = with_test_certificate(text, tmp_path, project.domain)
+    site = site.replace("server web:8000;", "server 127.0.0.1:8000;")
+    result = nginx_test(site, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
+
+
 def test_nginx_t_would_catch_a_broken_site(bake, tmp_path):
     """Guard for the test above: a typo in the site makes nginx -t fail."""
     project = bake("default")
@@ -198,7 +221,9 @@ def test_nginx_t_would_catch_a_broken_site(bake, tmp_path):
 def test_nginx_site_content(bake, variant):
     project = bake(variant)
     if project.answers["proxy"] != "nginx":
-        pytest.skip("no Nginx site when a load balancer terminates TLS")
+        # A load balancer terminates TLS: no site, and no ip_hash anywhere.
+        assert not list(project.path.glob("deploy/**/*.conf"))
+        return
     text = (project.path / "deploy" / "nginx" / f"{project.slug}.conf").read_text()
     directives = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
     assert "listen 443 ssl http2;" in directives and "http2 on;" not in directives  # nginx 1.22
