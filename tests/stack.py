@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -125,8 +126,11 @@ class RedisServer:
 class Postgres:
     """Debian's PostgreSQL in a temporary directory, run as the postgres user."""
 
-    def __init__(self, directory, port=None, database="app", user="app", password="rehearsal-pg"):
-        self.directory = Path(directory)
+    def __init__(self, directory=None, port=None, database="app", user="app", password="rehearsal-pg"):
+        # The cluster lives in its own directory directly under /tmp, whatever
+        # `directory` says: the postgres user must traverse every parent, and
+        # pytest's temporary tree is private to root (mode 0700). stop() removes it.
+        self.directory = Path(tempfile.mkdtemp(prefix="djust-prod-pg-", dir="/tmp"))
         self.port = port or free_port()
         self.database, self.user, self.password = database, user, password
         versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
@@ -146,11 +150,7 @@ class Postgres:
         )
 
     def start(self):
-        self.directory.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
-            # postgres must traverse every parent and own its directory.
-            for parent in [self.directory, *self.directory.parents]:
-                parent.chmod(parent.stat().st_mode | 0o011)
             shutil.chown(self.directory, "postgres", "postgres")
         self._as_postgres(
             f"{self.bin}/initdb", "-D", str(self.data), "--auth=trust", "--no-sync", "-U", "postgres"
