@@ -1,0 +1,1 @@
+"""Benchmarks of the generated service against bare baselines: `python -m bench.run`."""

@@ -1,0 +1,1 @@
+"""Baselines the generated service is measured against (see bench/run.py)."""
