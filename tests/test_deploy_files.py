@@ -16,6 +16,7 @@ import yaml
 from dockerfile_parse import DockerfileParser
 
 from tests.conftest import TEMPLATE_DIR
+from tests.stack import self_signed_certificate
 from tests.variants import VARIANTS
 
 VARIANT_PARAMS = [pytest.param(v, id=v, marks=pytest.mark.xdist_group(v)) for v in VARIANTS]
@@ -131,16 +132,6 @@ def test_web_unit_type_matches_the_server(bake, variant):
 
 
 # --- Nginx --------------------------------------------------------------------
-
-
-def self_signed_certificate(directory):
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return cert, key
 
 
 def nginx_test(site_text, tmp_path):
