@@ -411,11 +411,14 @@ class Nginx:
         return self
 
     def stop(self):
-        self._nginx("-s", "quit")
+        # Read the pid first: nginx deletes its pid file while quitting.
         pidfile = self.prefix / "nginx.pid"
-        if pidfile.exists():
-            with contextlib.suppress(ValueError):
-                stop_pid(int(pidfile.read_text().strip() or 0), timeout=15)
+        try:
+            pid = int(pidfile.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return
+        self._nginx("-s", "quit")
+        stop_pid(pid, timeout=15)
 
     @property
     def url(self):
