@@ -16,8 +16,12 @@ class CounterView(LiveView):
         # server restart belongs in the session or the database, not here.
         self.count = 0
 
+    # An async handler runs on the worker's event loop. A plain `def` handler is
+    # sent to a thread through sync_to_async on every event, a hop that cost more
+    # than the handler itself under load (BENCHMARKS.md). Keep `def` for handlers
+    # that use the ORM, or await its async API (`await Model.objects.aget(...)`).
     @event_handler()
-    def increment(self, **kwargs):
+    async def increment(self, **kwargs):
         self.count += 1
 
     def get_context_data(self, **kwargs):
