@@ -475,6 +475,7 @@ class LiveSession:
         self.url, self.origin, self.view, self.compression = url, origin, view, compression
         self.socket = None
         self.session_id = None
+        self.extensions = None  # the server's Sec-WebSocket-Extensions answer
 
     async def open(self, timeout=15):
         import json
@@ -496,6 +497,7 @@ class LiveSession:
             ping_interval=None,
             max_size=2**22,
         )
+        self.extensions = self.socket.response.headers.get("Sec-WebSocket-Extensions")
         hello = json.loads(await asyncio_wait(self.socket.recv(), timeout))
         if hello.get("type") != "connect":
             raise AssertionError(f"expected a connect message, got {hello}")

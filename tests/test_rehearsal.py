@@ -279,10 +279,16 @@ def test_sessions_across_workers_share_redis(stack):
             replies = await asyncio.gather(*(s.increment(1) for s in sessions))
         finally:
             await asyncio.gather(*(s.close() for s in sessions))
-        return replies
+        return replies, {s.extensions for s in sessions}
 
-    replies = arun(scenario())
+    replies, extensions = arun(scenario())
     assert all(r["type"] == "patch" for r in replies), replies
+    # Offered deflate as browsers do, every worker answers without context
+    # takeover (config/ws.py), through the proxy too: idle sessions hold no zlib state.
+    for answer in extensions:
+        assert answer and answer.startswith("permessage-deflate"), extensions
+        assert "server_no_context_takeover" in answer, extensions
+        assert "client_no_context_takeover" in answer, extensions
     mounted_by = {
         json.loads(line)["process"]
         for line in stack.app.log_lines()

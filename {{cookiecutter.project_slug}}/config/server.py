@@ -6,6 +6,8 @@ Each setting below reads one variable; README.md lists them all with their defau
 from config.env import env_int, env_str
 
 APP = "config.asgi:application"
+# Uvicorn's WebSocket protocol with leaner compression: see config/ws.py.
+WS_PROTOCOL = "config.ws:WebSocketProtocol"
 
 HOST = env_str("HOST", "127.0.0.1")
 PORT = env_int("PORT", 8000)
