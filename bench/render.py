@@ -76,7 +76,8 @@ def markdown(results, plot_name):
         f"- Run: {meta.get('started_utc', '?')} to {meta.get('finished_utc', '?')} (UTC),",
         f"  `{meta.get('command', '')}`",
         f"- Machine: {machine.get('cpus')} CPUs ({machine.get('cpu_model', '')}), "
-        f"{machine.get('mem_gb')} GB, Linux {machine.get('kernel', '')}",
+        f"{machine.get('mem_gb')} GB, Linux {machine.get('kernel', '')}; a fixed pure-Python loop "
+        f"took {machine.get('python_loop_ms', '–')} ms (lower is a faster core)",
         "- Software: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
     ]
     frames = meta.get("frames")

@@ -211,7 +211,29 @@ http {{
 """
 
 
-class BenchNginx:
+class NginxFront:
+    """What a target needs of the Nginx in front of it: its URLs and its processes."""
+
+    dir: Path
+    port: int
+
+    @property
+    def base(self):
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def ws_base(self):
+        return f"wss://127.0.0.1:{self.port}"
+
+    def pids(self):
+        try:
+            master = int((self.dir / "nginx.pid").read_text())
+        except (FileNotFoundError, ValueError):
+            return []
+        return [master, *children(master)]
+
+
+class BenchNginx(NginxFront):
     """Nginx on a free loopback port with a self-signed certificate, in its own prefix."""
 
     def __init__(self, directory, upstream_port):
@@ -272,21 +294,6 @@ class BenchNginx:
             NGINX_CONF.format(dir=self.dir, port=self.port, upstream=self.upstream)
         )
 
-    @property
-    def base(self):
-        return f"https://127.0.0.1:{self.port}"
-
-    @property
-    def ws_base(self):
-        return f"wss://127.0.0.1:{self.port}"
-
-    def pids(self):
-        try:
-            master = int((self.dir / "nginx.pid").read_text())
-        except (FileNotFoundError, ValueError):
-            return []
-        return [master, *children(master)]
-
     def stop(self):
         with contextlib.suppress(subprocess.CalledProcessError, FileNotFoundError):
             self._nginx("-s", "quit")
@@ -304,7 +311,7 @@ class Target:
     name: str
     label: str
     server: Server | stack.AppServer
-    nginx: BenchNginx
+    nginx: NginxFront
     view: str
     origin: str
     host: str
@@ -735,7 +742,25 @@ def machine():
         "cpu_model": model,
         "kernel": platform.release(),
         "mem_gb": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
+        "python_loop_ms": python_loop_ms(),
     }
+
+
+def python_loop_ms(repeats=5):
+    """The fastest of a few runs of a fixed pure-Python loop, in ms: how quick a core is today.
+
+    Shared and throttled machines of the same model differ by 2x from day to day; this
+    number, printed beside the results, tells two runs' machines apart.
+    """
+    best = None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        total = 0
+        for number in range(2_000_000):
+            total += number
+        elapsed = (time.perf_counter() - started) * 1000
+        best = elapsed if best is None else min(best, elapsed)
+    return round(best, 1)
 
 
 def parse_env_overrides(pairs):
@@ -748,7 +773,7 @@ def parse_env_overrides(pairs):
     return overrides
 
 
-class GeneratedSite:
+class GeneratedSite(NginxFront):
     """The generated deploy/nginx/<slug>.conf run by tests/stack.py's Nginx (ports and certificate moved)."""
 
     def __init__(self, directory, upstream_port, project):
@@ -773,17 +798,6 @@ class GeneratedSite:
         self.nginx.start()
         self.port = self.nginx.https_port
         return self
-
-    @property
-    def base(self):
-        return f"https://127.0.0.1:{self.port}"
-
-    @property
-    def ws_base(self):
-        return f"wss://127.0.0.1:{self.port}"
-
-    def pids(self):
-        return BenchNginx.pids(self)
 
     def stop(self):
         if self.nginx:
@@ -966,6 +980,18 @@ class Bench:
                 self.cleanup.remove(thing)
 
     # --- measurements ---
+    def settle(self, target, idle_share=0.05, bound_s=90):
+        """Pause, then wait until the server is idle: an overloaded run must not spill into the next."""
+        time.sleep(self.args.pause)
+        started = time.monotonic()
+        while time.monotonic() - started < bound_s:
+            before = cpu_seconds(target.server_pids())
+            time.sleep(1)
+            if cpu_seconds(target.server_pids()) - before <= idle_share:
+                return round(time.monotonic() - started, 1)
+        self.note(f"{target.name}: server still busy {bound_s} s after a run; went on anyway")
+        return None
+
     def liveview(self, target):
         runs = []
         for sessions in self.args.sizes:
@@ -978,7 +1004,7 @@ class Bench:
                 f"{result['events_late_over_100ms']} over 100 ms; server CPU {result['cpu_s']['server']} s"
             )
             runs.append(result)
-            time.sleep(self.args.pause)
+            result["settle_s"] = self.settle(target)
         self.results["liveview"][target.name] = {"label": target.label, "notes": target.notes, "runs": runs}
         if self.args.capacity_seconds:
             log(f"{target.name}: capacity, {self.args.capacity_sessions} sessions closed loop")
@@ -996,7 +1022,7 @@ class Bench:
                 f"server CPU {cap['server_cpu_ms_per_event']} ms/event"
             )
             self.results["capacity"][target.name] = cap
-            time.sleep(self.args.pause)
+            cap["settle_s"] = self.settle(target)
 
     def measure_frames(self, target):
         """Length of the mount HTML and patch frames the real service sends (for the echo baseline)."""
