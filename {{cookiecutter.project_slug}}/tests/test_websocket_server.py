@@ -10,12 +10,9 @@ import time
 
 import pytest
 import uvicorn
-from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
-from websockets.frames import Frame, Opcode
 from websockets.sync.client import connect
 
 from config import server
-from config.ws import COMPRESS_MIN_BYTES, DeflateFactory
 
 ORIGIN = "http://localhost"
 
@@ -77,35 +74,3 @@ def test_clients_without_compression_are_served_plain(live_server_url):
     with connect(live_server_url, origin=ORIGIN, compression=None) as websocket:
         assert "Sec-WebSocket-Extensions" not in websocket.response.headers
         assert [patch["ref"] for patch in click_twice(websocket)] == [1, 2]
-
-
-def negotiate():
-    """Both ends of a deflate agreement, as a browser's offer would make them."""
-    offer = ClientPerMessageDeflateFactory(client_max_window_bits=True)
-    response, server_side = DeflateFactory().process_request_params(offer.get_request_params(), [])
-    client_side = offer.process_response_params(response, [])
-    return server_side, client_side
-
-
-def test_small_messages_go_out_uncompressed():
-    server_side, client_side = negotiate()
-    patch = b'{"type":"patch","patches":[{"type":"SetText","path":[0,1,0],"text":"2"}],"ref":2}'
-    assert len(patch) < COMPRESS_MIN_BYTES
-
-    sent = server_side.encode(Frame(Opcode.TEXT, patch))
-
-    assert not sent.rsv1  # RSV1 clear: not compressed, and the client knows it
-    assert sent.data == patch
-    assert client_side.decode(sent).data == patch
-
-
-def test_large_messages_are_compressed_and_read_back():
-    server_side, client_side = negotiate()
-    html = b"<li>" + b"row of a long list</li><li>" * 200
-    assert len(html) >= COMPRESS_MIN_BYTES
-
-    for _ in range(2):  # no shared history: each message stands alone
-        sent = server_side.encode(Frame(Opcode.TEXT, html))
-        assert sent.rsv1
-        assert len(sent.data) < len(html) / 4
-        assert client_side.decode(sent).data == html
