@@ -5,12 +5,12 @@ way: permessage-deflate without context takeover.
 
 Browsers offer permessage-deflate on every WebSocket. With context takeover,
 uvicorn's default, each connection keeps a zlib compressor and decompressor for
-its whole life, about 45 KB even while it sits idle, which nearly doubles what
+its whole life, about 50 KB even while it sits idle, which nearly doubles what
 an idle LiveView session costs a worker. Without it, every message is
 compressed on its own and the zlib state is freed once the message is sent or
 read, so idle sessions hold none. The price is a weaker ratio on small patches
 (no shared history between messages) and a fresh compressor per message, a few
-microseconds. BENCHMARKS.md has the measured memory per idle session.
+microseconds. The template's BENCHMARKS.md has the measured memory per session.
 """
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
