@@ -529,14 +529,35 @@ async def _close_sessions(sockets, batch=50):
         await asyncio.gather(*(ws.close() for ws in sockets[start : start + batch]), return_exceptions=True)
 
 
-def measure_memory(target, port, sessions, compression, redis=None, warmup=20, settle_s=3.0):
+async def _warm_up(url, target, pids, count, compression, rounds=10, busy_s=0.1):
+    """Open warm-up sessions, 50 at a time as measured, until `count` are open and every
+    worker has served some; return their sockets.
+
+    One-time costs must land before the first reading, not in the measured sessions: a
+    worker's first mount (templates, djust's renderer, pools), and the threads, each with
+    its own malloc arena, that sync_to_async starts as concurrency grows (seen: 20 warm-up
+    sessions left 14 MB of it to the measured 1,000, +15 KB per session, in some runs).
+    A worker that used `busy_s` of CPU since the warm-up began has mounted.
+    """
+    cpu_before = {pid: cpu_seconds([pid]) for pid in pids}
+    sockets = []
+    for _ in range(rounds):
+        opened, _, _ = await _open_sessions(url, target.origin, target.view, 50, compression)
+        sockets += opened
+        every_worker = all(cpu_seconds([pid]) - cpu_before[pid] >= busy_s for pid in pids)
+        if len(sockets) >= count and every_worker:
+            return sockets
+    raise RuntimeError(f"{rounds * 50} warm-up sessions did not reach every worker of {target.name}")
+
+
+def measure_memory(target, port, sessions, compression, redis=None, warmup=200, settle_s=3.0):
     """Worker RSS delta over `sessions` idle mounted sessions, straight to the server's port."""
     url = f"ws://127.0.0.1:{port}/ws/live/"
 
     async def go():
-        warm, _, _ = await _open_sessions(url, target.origin, target.view, warmup, compression)
-        await asyncio.sleep(settle_s)
         pids = target.server_pids()
+        warm = await _warm_up(url, target, pids, warmup, compression)
+        await asyncio.sleep(settle_s)
         before = rss_kb(pids)
         redis_before = redis_used_memory(redis)
         opened, extensions, failures = await _open_sessions(
