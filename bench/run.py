@@ -478,7 +478,11 @@ def run_wrk(url, host, seconds, connections, threads=2):
 # --- memory per idle WebSocket ---------------------------------------------------
 
 
-async def _open_sessions(url, origin, view, count, compression, batch=50):
+# Memory runs open and close sessions this many at a time.
+SESSION_BATCH = 50
+
+
+async def _open_sessions(url, origin, view, count, compression, batch=SESSION_BATCH):
     """Open `count` mounted sessions, `batch` at a time; return the sockets and what was negotiated."""
     from websockets.asyncio.client import connect
 
@@ -524,13 +528,13 @@ async def _open_sessions(url, origin, view, count, compression, batch=50):
     return sockets, extensions, failures
 
 
-async def _close_sessions(sockets, batch=50):
+async def _close_sessions(sockets, batch=SESSION_BATCH):
     for start in range(0, len(sockets), batch):
         await asyncio.gather(*(ws.close() for ws in sockets[start : start + batch]), return_exceptions=True)
 
 
 async def _warm_up(url, target, pids, count, compression, rounds=10, busy_s=0.1):
-    """Open warm-up sessions, 50 at a time as measured, until `count` are open and every
+    """Open warm-up sessions, SESSION_BATCH at a time as measured, until `count` are open and every
     worker has served some; return their sockets.
 
     One-time costs must land before the first reading, not in the measured sessions: a
@@ -542,12 +546,13 @@ async def _warm_up(url, target, pids, count, compression, rounds=10, busy_s=0.1)
     cpu_before = {pid: cpu_seconds([pid]) for pid in pids}
     sockets = []
     for _ in range(rounds):
-        opened, _, _ = await _open_sessions(url, target.origin, target.view, 50, compression)
+        opened, _, _ = await _open_sessions(url, target.origin, target.view, SESSION_BATCH, compression)
         sockets += opened
         every_worker = all(cpu_seconds([pid]) - cpu_before[pid] >= busy_s for pid in pids)
         if len(sockets) >= count and every_worker:
             return sockets
-    raise RuntimeError(f"{rounds * 50} warm-up sessions did not reach every worker of {target.name}")
+    tried = rounds * SESSION_BATCH
+    raise RuntimeError(f"{tried} warm-up sessions did not reach every worker of {target.name}")
 
 
 def measure_memory(target, port, sessions, compression, redis=None, warmup=200, settle_s=3.0):
@@ -1004,11 +1009,12 @@ class Bench:
     def settle(self, target, idle_share=0.05, bound_s=90):
         """Pause, then wait until the server is idle: an overloaded run must not spill into the next."""
         time.sleep(self.args.pause)
+        pids = target.server_pids()
         started = time.monotonic()
         while time.monotonic() - started < bound_s:
-            before = cpu_seconds(target.server_pids())
+            before = cpu_seconds(pids)
             time.sleep(1)
-            if cpu_seconds(target.server_pids()) - before <= idle_share:
+            if cpu_seconds(pids) - before <= idle_share:
                 return round(time.monotonic() - started, 1)
         self.note(f"{target.name}: server still busy {bound_s} s after a run; went on anyway")
         return None
