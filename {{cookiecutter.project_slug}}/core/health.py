@@ -10,9 +10,11 @@ dependency hangs (each probe has a deadline; they run concurrently).
 import asyncio
 import dataclasses
 import datetime
+import uuid
 
 from channels.layers import get_channel_layer
 from django.http import JsonResponse
+from djust import RustLiveView
 from djust.state_backends import get_backend
 from health_check import checks
 from health_check.base import HealthCheck
@@ -40,31 +42,52 @@ class Cache(checks.Cache):
 
 @dataclasses.dataclass
 class StateBackend(HealthCheck):
-    """djust's state backend answers PING and a write/read/delete round trip."""
+    """A tiny LiveView state written to djust's state backend reads back intact.
+
+    djust's own ``get_backend().health_check()`` writes one fixed key shared by
+    every caller, so two probes at the same moment (two load balancers, or two
+    workers) can delete each other's key and report a healthy Redis as down.
+    Each probe here uses a key of its own, with a short TTL in case it is
+    interrupted before the delete.
+    """
 
     timeout: datetime.timedelta = PROBE_TIMEOUT
 
     def run(self):
+        token = uuid.uuid4().hex
+        key = f"health-check:{token}"
+        probe = RustLiveView("")
+        probe.set_state("token", token)
         try:
-            result = get_backend().health_check()
+            backend = get_backend()
+            backend.set(key, probe, ttl=10)
+            stored = backend.get(key)  # None on a miss or a read error
+            backend.delete(key)
         except Exception as error:
             raise ServiceUnavailable(
                 f"state backend unreachable: {type(error).__name__}"
             ) from error
-        if result.get("status") != "healthy":
-            raise ServiceUnavailable("state backend unhealthy")
+        if stored is None or stored[0].get_state().get("token") != token:
+            raise ServiceUnavailable("state backend did not return what was written")
 
 
 @dataclasses.dataclass
 class ChannelLayer(HealthCheck):
-    """A message sent through the channel layer comes back."""
+    """A message sent through the channel layer comes back.
+
+    The probe uses an ordinary channel of its own, not a process-local
+    ``specific.…!`` one: those share one Redis queue per worker with the
+    LiveView consumers, and a consumer that disconnects at the wrong moment can
+    take the probe's message with it (channels_redis drops a message popped by
+    a cancelled receive), which reads as a three-second timeout.
+    """
 
     timeout: datetime.timedelta = PROBE_TIMEOUT
 
     async def run(self):
         layer = get_channel_layer()
+        channel = f"health-check.{uuid.uuid4().hex}"
         try:
-            channel = await layer.new_channel()
             await layer.send(channel, {"type": "health.ping"})
             message = await layer.receive(channel)
         except Exception as error:
