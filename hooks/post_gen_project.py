@@ -42,15 +42,15 @@ def main():
     wrote = write_env(project_dir)
     slug = ANSWERS["project_slug"]
     deploy_doc = "deploy/nginx/README.md" if ANSWERS["proxy"] == "nginx" else "deploy/load-balancer/README.md"
-    print(
-        f"\nCreated {slug}/" + (" with a fresh .env (secret key and passwords)." if wrote else " (kept the existing .env).")
-    )
+    env_note = "with a fresh .env (secret key and passwords)" if wrote else "(kept the existing .env)"
+    print(f"\nCreated {slug}/ {env_note}.")
     print(
         "\nNext steps:\n"
         f"  cd {slug}\n"
         "  uv run manage.py migrate && uv run manage.py runserver   # http://127.0.0.1:8000\n"
         "  uv run pytest                                            # the project's own tests\n"
-        f"\nGoing to production at https://{ANSWERS['domain_name']}: read docs/deployment.md and {deploy_doc}.\n"
+        f"\nGoing to production at https://{ANSWERS['domain_name']}:"
+        f" read docs/deployment.md and {deploy_doc}.\n"
     )
 
 

@@ -92,7 +92,7 @@ def validate_project_slug(value):
         )
     if len(value) > SLUG_MAX_LENGTH:
         return (
-            f'is {len(value)} characters long: keep it to {SLUG_MAX_LENGTH} or fewer, '
+            f"is {len(value)} characters long: keep it to {SLUG_MAX_LENGTH} or fewer, "
             "it names the systemd unit, the system user and the database"
         )
     return None
