@@ -251,7 +251,7 @@ def test_health_through_nginx_and_by_ip(stack):
 def test_readiness_holds_while_sessions_come_and_go(stack):
     # Load balancers probe several at a time while browsers close tabs. Each
     # round drops 20 sessions abruptly while six probes are in flight; djust's
-    # shared health key and the workers' shared channel-layer list both made
+    # shared health key and the workers' shared channel-layer queue both made
     # healthy instances answer 503 here (9 of 48 and 44 of 150 probes in two runs
     # before core/health.py gave every probe a key and a channel of its own).
     probe = f"http://127.0.0.1:{stack.app.port}/health/"
@@ -267,7 +267,7 @@ def test_readiness_holds_while_sessions_come_and_go(stack):
     answers = [answer for _ in range(8) for answer in arun(round_of_churn())]
     refused = [body for status, _, body in answers if status != 200]
     assert not refused, f"{len(refused)} of {len(answers)} probes of a healthy stack failed: {refused[:3]}"
-    # Probes clean up after themselves (the channel layer's backup list a moment later).
+    # Probes clean up after themselves (the channel layer's backup queue a moment later).
     wait_for(
         lambda: not stack.redis.cli("--scan", "--pattern", "*health-check*").split(), 15, "probe keys to go"
     )
