@@ -5,8 +5,8 @@ no network, no installs, no git or docker calls, and an existing .env is kept.
 """
 
 import json
-import secrets
 from pathlib import Path
+from runpy import run_path
 
 ANSWERS = json.loads(
     r"""{{ {
@@ -16,30 +16,13 @@ ANSWERS = json.loads(
     } | tojson }}"""
 )
 
-# Placeholders in .env.example that get a fresh random value in .env.
-SECRETS = {
-    "change-me-secret-key": lambda: secrets.token_urlsafe(50),
-    "change-me-redis-password": lambda: secrets.token_urlsafe(24),
-    "change-me-postgres-password": lambda: secrets.token_urlsafe(24),
-}
-
-
-def write_env(project_dir):
-    """Copy .env.example to .env, replacing every placeholder with a new secret."""
-    env_file = project_dir / ".env"
-    if env_file.exists():
-        return False
-    text = (project_dir / ".env.example").read_text()
-    for placeholder, make in SECRETS.items():
-        text = text.replace(placeholder, make())
-    env_file.write_text(text)
-    env_file.chmod(0o600)
-    return True
-
 
 def main():
     project_dir = Path.cwd()
-    wrote = write_env(project_dir)
+    # The same code a server runs to make its environment file (bin/new-env):
+    # copy .env.example with fresh secrets, never replacing an existing file.
+    write_env = run_path(str(project_dir / "bin" / "new-env"))["write_env"]
+    wrote = write_env(project_dir / ".env")
     slug = ANSWERS["project_slug"]
     deploy_doc = "deploy/nginx/README.md" if ANSWERS["proxy"] == "nginx" else "deploy/load-balancer/README.md"
     env_note = "with a fresh .env (secret key and passwords)" if wrote else "(kept the existing .env)"

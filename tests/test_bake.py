@@ -127,6 +127,37 @@ def test_prod_fails_loudly_without_a_required_secret(synced, variant, missing):
 
 
 @pytest.mark.parametrize("variant", VARIANT_PARAMS)
+@pytest.mark.parametrize("missing", ["DJANGO_SECRET_KEY", "REDIS_URL"])
+def test_serve_exits_78_with_one_line_naming_a_missing_secret(synced, variant, missing):
+    # Checked once in the parent: no worker starts, so nothing is respawned forever
+    # (uvicorn) and systemd is never told "ready" (gunicorn). The unit's
+    # RestartPreventExitStatus=78 then leaves it failed instead of looping.
+    project = synced(variant)
+    env = prod_env(project, **{missing: ""})
+    result = project.run("python", "bin/serve", env=env, timeout=30, check=False)
+    assert result.returncode == 78, result.stdout + result.stderr
+    lines = (result.stdout + result.stderr).splitlines()
+    assert len(lines) == 1, lines
+    record = json.loads(lines[0])
+    assert record["level"] == "CRITICAL"
+    assert f"Set the {missing} environment variable" in record["message"]
+
+
+@pytest.mark.parametrize("variant", VARIANT_PARAMS)
+def test_new_env_never_overwrites_and_keeps_secrets_private(synced, tmp_path, variant):
+    project = synced(variant)
+    target = tmp_path / "env"
+    first = project.run("python", "bin/new-env", str(target))
+    assert target.stat().st_mode & 0o777 == 0o600
+    written = target.read_text()
+    assert "change-me" not in written
+    assert project.dotenv()["DJANGO_SECRET_KEY"] not in written, "every call makes new secrets"
+    again = project.run("python", "bin/new-env", str(target), check=False)
+    assert again.returncode == 1 and again.stderr.startswith("ERROR:"), first.stdout + again.stderr
+    assert target.read_text() == written
+
+
+@pytest.mark.parametrize("variant", VARIANT_PARAMS)
 def test_dotenv_has_a_fresh_long_secret_and_no_placeholders(bake, variant):
     project = bake(variant)
     values = project.dotenv()

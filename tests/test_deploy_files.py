@@ -100,13 +100,13 @@ def test_systemd_verify_would_catch_a_misspelt_key(bake, tmp_path):
 
 
 @pytest.mark.parametrize("variant", VARIANT_PARAMS)
-def test_web_unit_exposure_is_two_or_lower(bake, tmp_path, variant):
+@pytest.mark.parametrize("unit", ["web", "clearsessions"])
+def test_service_unit_exposure_is_two_or_lower(bake, tmp_path, variant, unit):
     analyze = tool("systemd-analyze")
     project = bake(variant)
     root, units = systemd_root(project, tmp_path)
-    result = run(
-        analyze, "security", "--offline=true", f"--root={root}", f"{project.slug}.service", cwd=units
-    )
+    name = f"{project.slug}.service" if unit == "web" else f"{project.slug}-clearsessions.service"
+    result = run(analyze, "security", "--offline=true", f"--root={root}", name, cwd=units)
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout + result.stderr)
     assert match, result.stdout + result.stderr
     assert float(match.group(1)) <= 2.0, result.stdout
@@ -126,6 +126,9 @@ def test_web_unit_type_matches_the_server(bake, variant):
     assert settings["EnvironmentFile"] == f"/etc/{project.slug}/env"
     assert "Environment" not in settings, "secrets belong in the EnvironmentFile"
     assert settings["KillMode"] == "mixed"
+    # bin/serve exits 78 on a configuration error: no restart can fix that.
+    assert "78" in settings["RestartPreventExitStatus"].split()
+    assert int(settings["StartLimitBurst"]) <= 5
     graceful = 20  # GRACEFUL_TIMEOUT's default in config/server.py
     assert int(settings["TimeoutStopSec"]) > graceful
     assert settings["Restart"] == "on-failure"

@@ -106,8 +106,9 @@ SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 {%- if cookiecutter.database == "postgresql" %}
 DATABASE_URL = env_required("DATABASE_URL", "e.g. postgres://USER:PASSWORD@127.0.0.1:5432/NAME")
 {%- else %}
-# SQLite keeps the whole database in one file: one host only. Put it on a
-# persistent volume (the systemd unit allows writes to the project directory).
+# SQLite keeps the whole database in one file: one host only. On a server it
+# lives in /var/lib/<service>, the unit's StateDirectory (deploy/systemd/README.md
+# sets DATABASE_URL); the default here suits a local production-like run.
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")  # noqa: F405
 {%- endif %}
 DATABASES = {
