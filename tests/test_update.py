@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cookiecutter.main import cookiecutter
 
 from tests.conftest import TEMPLATE_DIR, find_python
 from tests.variants import answers
@@ -198,6 +199,26 @@ def test_update_workflow_refuses_what_did_not_merge(bake, tmp_path, leftover, fa
         assert f"::error file=./{path}" in result.stdout or f"::error file={path}" in result.stdout
 
 
+def test_a_plain_cookiecutter_project_links_at_its_release(tmp_path):
+    """The generated README's `cruft link --checkout` path, with the release's commit for its tag."""
+    release = RELEASES[0]
+    template = clone_template(tmp_path / "template", release.commit or git_head())
+    context = answers("default")
+    path = Path(cookiecutter(str(template), no_input=True, extra_context=context, output_dir=str(tmp_path)))
+    recorded = tomllib.loads((path / "pyproject.toml").read_text())["tool"]["djust-prod"]["template-version"]
+    assert recorded == release.version
+    link = ["cruft", "link", "--no-input", "--checkout", release.commit or git_head()]
+    link += ["--extra-context", json.dumps(context), str(template)]
+    result = subprocess.run(link, cwd=path, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    shown = subprocess.run(
+        ["cruft", "diff", "--exit-code"], cwd=path, capture_output=True, text=True, check=False
+    )
+    assert shown.returncode == 0, (
+        f"linked at {release.version}, the project still differs:\n{shown.stdout[-4000:]}"
+    )
+
+
 # --- The update itself -------------------------------------------------------------
 
 
@@ -210,6 +231,13 @@ def git(cwd, *args, check=True):
         text=True,
         check=check,
     )
+
+
+def clone_template(path, commit):
+    """A clone of this repository whose checked-out branch is at commit: what cruft uses as the template."""
+    git(path.parent, "clone", "-q", str(TEMPLATE_DIR), str(path))
+    git(path, "checkout", "-q", "-B", "under-test", commit)
+    return path
 
 
 class Service:
@@ -367,9 +395,7 @@ def update_cases():
 @pytest.mark.parametrize(("variant", "start"), update_cases())
 def test_update_from_a_previous_release(tmp_path, variant, start):
     head = git_head()
-    template = tmp_path / "template"
-    git(tmp_path, "clone", "-q", str(TEMPLATE_DIR), str(template))
-    git(template, "checkout", "-q", "-B", "under-test", head)
+    template = clone_template(tmp_path / "template", head)
 
     # Generated at the earlier release and committed, as a team starts.
     service = Service(cruft_create(template, tmp_path / "generated", variant, checkout=start.commit), variant)
