@@ -81,10 +81,26 @@ def read_changelog(text):
     return releases
 
 
-def git_head():
+def git(cwd, *args, check=True):
     return subprocess.run(
-        [*GIT, "rev-parse", "HEAD"], cwd=TEMPLATE_DIR, capture_output=True, text=True, check=True
-    ).stdout.strip()
+        [*GIT, *args],
+        cwd=cwd,
+        env={**os.environ, **GIT_IDENTITY},
+        capture_output=True,
+        text=True,
+        check=check,
+    )
+
+
+def git_head():
+    return git(TEMPLATE_DIR, "rev-parse", "HEAD").stdout.strip()
+
+
+def clone_template(path, commit):
+    """A clone of this repository whose checked-out branch is at commit: what cruft uses as the template."""
+    git(path.parent, "clone", "-q", str(TEMPLATE_DIR), str(path))
+    git(path, "checkout", "-q", "-B", "under-test", commit)
+    return path
 
 
 RELEASES = read_changelog((TEMPLATE_DIR / "CHANGELOG.md").read_text())
@@ -124,9 +140,7 @@ def test_changelog_releases_are_ordered_and_reachable():
     assert all(release.commit for release in RELEASES[1:]), "only the newest release may be pending"
     for release in RELEASES:
         if release.commit:
-            ancestor = subprocess.run(
-                [*GIT, "merge-base", "--is-ancestor", release.commit, "HEAD"], cwd=TEMPLATE_DIR, check=False
-            )
+            ancestor = git(TEMPLATE_DIR, "merge-base", "--is-ancestor", release.commit, "HEAD", check=False)
             assert ancestor.returncode == 0, (
                 f"{release.version}'s commit {release.commit} is not in this clone's history of HEAD"
                 " (a shallow clone? `git fetch --unshallow`)"
@@ -220,24 +234,6 @@ def test_a_plain_cookiecutter_project_links_at_its_release(tmp_path):
 
 
 # --- The update itself -------------------------------------------------------------
-
-
-def git(cwd, *args, check=True):
-    return subprocess.run(
-        [*GIT, *args],
-        cwd=cwd,
-        env={**os.environ, **GIT_IDENTITY},
-        capture_output=True,
-        text=True,
-        check=check,
-    )
-
-
-def clone_template(path, commit):
-    """A clone of this repository whose checked-out branch is at commit: what cruft uses as the template."""
-    git(path.parent, "clone", "-q", str(TEMPLATE_DIR), str(path))
-    git(path, "checkout", "-q", "-B", "under-test", commit)
-    return path
 
 
 class Service:
@@ -341,7 +337,7 @@ def apply_team_edits(service, lock):
     )
     replace("config/settings/base.py", 'TIME_ZONE = "UTC"\n', 'TIME_ZONE = "Europe/Berlin"\n')
     (root / "tests" / "test_about.py").write_text(ABOUT_TEST)
-    description = answers(service.variant).get("description", "A Django and djust LiveView service.")
+    description = json.loads((TEMPLATE_DIR / "cookiecutter.json").read_text())["description"]
     replace("README.md", f"{description}\n", f"{description}\n{README_PARAGRAPH}")
     # As a team adds one: `uv add` edits pyproject.toml and, unless frozen, writes uv.lock.
     service.sh(f"uv add {'--no-sync' if lock else '--frozen'} 'humanize>=4.9,<5'")
