@@ -158,8 +158,12 @@ def with_test_certificate(site_text, tmp_path, domain):
     """Only the certificate paths change: they point at a self-signed pair."""
     cert, key = self_signed_certificate(tmp_path)
     live = f"/etc/letsencrypt/live/{domain}"
-    assert f"{live}/fullchain.pem" in site_text and f"{live}/privkey.pem" in site_text
-    return site_text.replace(f"{live}/fullchain.pem", str(cert)).replace(f"{live}/privkey.pem", str(key))
+    for name in ("fullchain.pem", "privkey.pem", "chain.pem"):
+        assert f"{live}/{name}" in site_text, name
+    # chain.pem (the issuer, for OCSP stapling): a self-signed certificate is its own.
+    for name, path in (("fullchain.pem", cert), ("privkey.pem", key), ("chain.pem", cert)):
+        site_text = site_text.replace(f"{live}/{name}", str(path))
+    return site_text
 
 
 @pytest.mark.parametrize("variant", VARIANT_PARAMS)
