@@ -417,7 +417,7 @@ def test_update_from_a_previous_release(tmp_path, variant, start):
     readme = (fresh.path / "README.md").read_text()
     section = readme[readme.index("## Updating from the template") :]
     (check_command,) = (
-        block for block in SH_BLOCK.findall(section) if re.fullmatch(r"\S*cruft\S* check\n", block)
+        block for block in SH_BLOCK.findall(section) if re.fullmatch(r"[^\n]*cruft\S* check\n", block)
     )
     (update_commands,) = (block for block in SH_BLOCK.findall(section) if " update " in block)
     assert "out of date" in service.sh(check_command, expect_success=False).stdout
