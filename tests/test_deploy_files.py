@@ -307,10 +307,14 @@ def test_compose_file_holds_the_stack(bake, variant):
 
 
 @pytest.mark.parametrize("variant", VARIANT_PARAMS)
-def test_generated_workflow_passes_actionlint(bake, variant):
+def test_generated_workflows_pass_actionlint(bake, variant):
     actionlint = tool("actionlint")
     project = bake(variant)
-    result = run(actionlint, ".github/workflows/ci.yml", cwd=project.path)
+    workflows = sorted(
+        str(path.relative_to(project.path)) for path in project.path.glob(".github/workflows/*")
+    )
+    assert workflows == [".github/workflows/ci.yml", ".github/workflows/template-update.yml"]
+    result = run(actionlint, *workflows, cwd=project.path)
     assert result.returncode == 0, result.stdout + result.stderr
     workflow = yaml.safe_load((project.path / ".github" / "workflows" / "ci.yml").read_text())
     test_job = workflow["jobs"]["test"]

@@ -31,7 +31,9 @@ PINNED = re.compile(
 )
 USES = re.compile(r"^\s*(?:-\s+)?uses:\s*(?P<ref>\S+)")
 # Jobs that need a write scope, with the reason: (workflow file name, job id) -> reason.
-WRITE_SCOPES_ALLOWED = {}
+WRITE_SCOPES_ALLOWED = {
+    ("template-update.yml", "update"): "pushes the template update's branch and opens its pull request",
+}
 
 
 def workflow_files(root):
