@@ -29,3 +29,9 @@ FORWARDED_ALLOW_IPS = env_str(
 # A WebSocket peer that misses a ping is dropped, which frees the sessions of
 # clients that vanished without closing (laptops closed, phones off-network).
 WS_PING_INTERVAL = env_int("WS_PING_INTERVAL", 20)
+
+# The largest WebSocket frame the server reads before closing with 1009.
+# uvicorn's default, 16 MB, would let each socket buffer that much before djust
+# refuses anything over its own 64 KB message limit; 1 MB leaves room for
+# djust's upload chunks and bounds what a hostile client can make a worker hold.
+WS_MAX_SIZE = env_int("WS_MAX_SIZE", 1024 * 1024)
