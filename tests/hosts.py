@@ -33,11 +33,12 @@ from pathlib import Path
 CACHE = Path(os.environ.get("DJUST_PROD_HOSTS_CACHE", "/var/tmp/djust-prod-hosts"))
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
-# What debootstrap puts in the root besides the minimal base. systemd, its sysv
-# links and D-Bus make a bootable host; ca-certificates is on every cloud image
-# (pip needs it to reach PyPI over TLS, and the certbot stand-in adds its CA with
-# update-ca-certificates). Everything else the runbook installs itself.
-BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "ca-certificates")
+# What debootstrap puts in the root besides the minimal base ("required" packages).
+# systemd, its sysv links and D-Bus make a bootable host. Two more that every
+# Debian cloud image has (priority "important" or pulled in by it): ca-certificates
+# (pip reaches PyPI over TLS; the certbot stand-in adds its CA) and procps, whose
+# /bin/kill the Gunicorn unit's ExecReload runs. Everything else the runbook installs.
+BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "ca-certificates", "procps")
 # A cloud image's sources: the release, its updates and security fixes.
 SOURCES = (
     f"deb {MIRROR} {SUITE} main\n"
