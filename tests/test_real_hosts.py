@@ -264,7 +264,10 @@ def phase_script(project, phase, python_name="cpython-X.Y.Z-linux-x86_64-gnu"):
             for stand_in in STAND_INS:
                 find = stand_in.find.format(**filled)
                 if stand_in.phase == phase and find in line:
-                    line = line.replace(find, f"{stand_in.replace.format(**filled)}  # STAND-IN")
+                    # A line of its own (xtrace shows it): a comment on the line could land
+                    # inside a quoted sed expression and from there in the env file.
+                    parts.append(f": {shlex.quote('STAND-IN for: ' + find)}")
+                    line = line.replace(find, stand_in.replace.format(**filled))
                     uses[stand_in] = uses.get(stand_in, 0) + 1
             parts.append(line)
     return "\n".join(parts) + "\n", uses
@@ -501,7 +504,8 @@ class Deployment:
         self.shell("apt-get install -y -q nginx > /root/balancer-apt.log 2>&1", timeout=300)
         self.host.path("/etc/nginx/sites-enabled/default").unlink()
         self.host.path("/etc/nginx/sites-enabled/balancer-stand-in").write_text(BALANCER_STAND_IN.format())
-        self.shell("nginx -t && systemctl reload nginx")
+        # restart, not reload: reload returns before the new workers take over.
+        self.shell("nginx -t && systemctl restart nginx")
 
     def destroy(self):
         if self.host is not None:
@@ -604,6 +608,10 @@ def test_health_over_https_and_by_ip(deployed):
         status, _, body = deployed.by_ip(path)
         if status != 200:
             deployed.fail(f"the probe http://127.0.0.1:8000{path} answered {status}: {body[:300]!r}")
+    # A page over HTTPS is served, not redirected: the app believes the proxy's
+    # X-Forwarded-Proto (FORWARDED_ALLOW_IPS), or it would send browsers round in circles.
+    status, headers, _ = deployed.https("/")
+    assert status == 200, f"https://{deployed.domain}/ answered {status} {headers.get('Location', '')}"
     # HTTP on port 80 sends browsers to HTTPS (the site, or the balancer stand-in).
     status, _, _ = fetch("http://127.0.0.1/")
     assert status == 301, f"http://127.0.0.1/ answered {status}"
