@@ -8,6 +8,7 @@ loopback.
 import contextlib
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -325,6 +326,47 @@ def self_signed_certificate(directory):
     return cert, key
 
 
+def certificate_authority(directory, name="localhost"):
+    """A throwaway CA and two leaves it signed for `name`, as a public CA would issue them.
+
+    Returns {"ca": path, "ecdsa": (cert, key), "rsa": (cert, key)}; each cert file
+    is a full chain (leaf, then the CA), like certbot's fullchain.pem. Unlike
+    self_signed_certificate(), a TLS scanner can validate these against the CA.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = directory / "ca.pem", directory / "ca.key"
+
+    def openssl(*args):
+        result = subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=60, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"openssl {args[0]} failed: {result.stderr}")
+
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-days", "2", "-subj", "/CN=djust-prod test CA",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout", str(ca_key), "-out", str(ca))  # fmt: skip
+    extensions = directory / "leaf.ext"
+    extensions.write_text(
+        f"subjectAltName=DNS:{name}\nbasicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+    )
+    issued = {"ca": ca}
+    for kind, key_options in (("ecdsa", ["ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]),
+                              ("rsa", ["rsa:2048"])):  # fmt: skip
+        key, request, leaf = directory / f"{kind}.key", directory / f"{kind}.csr", directory / f"{kind}.leaf"
+        openssl("req", "-newkey", *key_options, "-nodes", "-subj", f"/CN={name}",
+                "-keyout", str(key), "-out", str(request))  # fmt: skip
+        openssl("x509", "-req", "-in", str(request), "-CA", str(ca), "-CAkey", str(ca_key), "-days", "2",
+                "-set_serial", str(secrets.randbits(63)), "-extfile", str(extensions),
+                "-out", str(leaf))  # fmt: skip
+        chain = directory / f"{kind}-fullchain.pem"
+        chain.write_text(leaf.read_text() + ca.read_text())
+        issued[kind] = (chain, key)
+    return issued
+
+
 # A stand-in for an L7 load balancer (the load_balancer variant ships no Nginx
 # site): TLS termination, forwarded headers, WebSocket upgrade, long timeouts.
 LOAD_BALANCER_SITE = """
@@ -368,6 +410,10 @@ class Nginx:
         site = re.sub(r"ssl_certificate (/etc/letsencrypt/\S+);", f"ssl_certificate {self.cert};", site)
         site = re.sub(
             r"ssl_certificate_key (/etc/letsencrypt/\S+);", f"ssl_certificate_key {self.key};", site
+        )
+        # Stapling is skipped for a self-signed certificate, but the file must exist.
+        site = re.sub(
+            r"ssl_trusted_certificate (/etc/letsencrypt/\S+);", f"ssl_trusted_certificate {self.cert};", site
         )
         site = site.replace("server 127.0.0.1:8000", f"server 127.0.0.1:{upstream_port}")
         if static_root and slug:

@@ -158,8 +158,12 @@ def with_test_certificate(site_text, tmp_path, domain):
     """Only the certificate paths change: they point at a self-signed pair."""
     cert, key = self_signed_certificate(tmp_path)
     live = f"/etc/letsencrypt/live/{domain}"
-    assert f"{live}/fullchain.pem" in site_text and f"{live}/privkey.pem" in site_text
-    return site_text.replace(f"{live}/fullchain.pem", str(cert)).replace(f"{live}/privkey.pem", str(key))
+    for name in ("fullchain.pem", "privkey.pem", "chain.pem"):
+        assert f"{live}/{name}" in site_text, name
+    # chain.pem (the issuer, for OCSP stapling): a self-signed certificate is its own.
+    for name, path in (("fullchain.pem", cert), ("privkey.pem", key), ("chain.pem", cert)):
+        site_text = site_text.replace(f"{live}/{name}", str(path))
+    return site_text
 
 
 @pytest.mark.parametrize("variant", VARIANT_PARAMS)
@@ -303,10 +307,14 @@ def test_compose_file_holds_the_stack(bake, variant):
 
 
 @pytest.mark.parametrize("variant", VARIANT_PARAMS)
-def test_generated_workflow_passes_actionlint(bake, variant):
+def test_generated_workflows_pass_actionlint(bake, variant):
     actionlint = tool("actionlint")
     project = bake(variant)
-    result = run(actionlint, ".github/workflows/ci.yml", cwd=project.path)
+    workflows = sorted(
+        str(path.relative_to(project.path)) for path in project.path.glob(".github/workflows/*")
+    )
+    assert workflows == [".github/workflows/ci.yml", ".github/workflows/template-update.yml"]
+    result = run(actionlint, *workflows, cwd=project.path)
     assert result.returncode == 0, result.stdout + result.stderr
     workflow = yaml.safe_load((project.path / ".github" / "workflows" / "ci.yml").read_text())
     test_job = workflow["jobs"]["test"]
