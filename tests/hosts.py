@@ -11,8 +11,7 @@ PostgreSQL, Nginx and app listen on this machine's own ports, and only one host
 may run at a time: HostLock serialises them across test processes, and
 busy_ports() names what is in the way before a boot.
 
-Also here: reading a runbook's fenced ```sh blocks under their headings, and a
-throwaway certificate authority for the certbot stand-in.
+Also here: reading a runbook's fenced ```sh blocks under their headings.
 """
 
 import contextlib
@@ -61,7 +60,7 @@ def missing_requirements():
     """Why real hosts cannot run here, or None."""
     if os.geteuid() != 0:
         return "real hosts need root (systemd-nspawn, nsenter)"
-    for tool in ("debootstrap", "systemd-nspawn", "nsenter", "patchelf", "openssl"):
+    for tool in ("debootstrap", "systemd-nspawn", "nsenter", "patchelf"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed (./scripts/test installs it)"
     return None
@@ -426,28 +425,3 @@ def logical_lines(text):
     if pending:
         joined.append(pending.rstrip())
     return joined
-
-
-# --- A certificate authority for the certbot stand-in ---------------------------------
-
-
-def certificate_authority(directory, domain):
-    """A throwaway CA and a certificate for domain signed by it: {name: path}."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    names = ("ca.pem", "ca.key", "privkey.pem", "cert.pem", "fullchain.pem")
-    files = {name: directory / name for name in names}
-    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=djust-prod test CA", "-keyout", str(files["ca.key"]), "-out", str(files["ca.pem"])],
-        timeout=60)  # fmt: skip
-    csr = directory / "request.csr"
-    run(["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={domain}",
-         "-keyout", str(files["privkey.pem"]), "-out", str(csr)], timeout=60)  # fmt: skip
-    extensions = directory / "san.ext"
-    extensions.write_text(f"subjectAltName=DNS:{domain}\nextendedKeyUsage=serverAuth\n")
-    run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(files["ca.pem"]),
-         "-CAkey", str(files["ca.key"]), "-CAcreateserial", "-days", "2", "-extfile", str(extensions),
-         "-out", str(files["cert.pem"])],
-        timeout=60)  # fmt: skip
-    files["fullchain.pem"].write_text(files["cert.pem"].read_text() + files["ca.pem"].read_text())
-    return files

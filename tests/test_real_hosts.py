@@ -37,7 +37,7 @@ import pytest
 
 from tests import hosts
 from tests.conftest import bake_variant
-from tests.stack import LiveSession, wait_for
+from tests.stack import LiveSession, certificate_authority, wait_for
 from tests.variants import REHEARSAL_VARIANTS
 
 # The variants booted on a real host, by their rehearsal names.
@@ -99,6 +99,10 @@ NOT_RUN = {
         "development commands (runserver, the project's tests and linters), not a deployment: "
         "tests/test_bake.py runs the project's tests and linters"
     ),
+    ("README.md", "Updating from the template"): (
+        "updating a generated project from a newer template release (cruft), not a deployment: "
+        "tests/test_update.py runs that path"
+    ),
     ("README.md", "Production"): (
         "bin/serve by hand with uv run and .env, for a machine without systemd: the same bin/serve and "
         "settings run under systemd here, and in tests/test_rehearsal.py by hand"
@@ -124,8 +128,10 @@ CERTBOT_STAND_IN = (
     ' && echo "$token" > "/var/www/html/.well-known/acme-challenge/$token"'
     ' && test "$(curl -fsS "http://{domain}/.well-known/acme-challenge/$token")" = "$token"'
     ' && rm "/var/www/html/.well-known/acme-challenge/$token"'
-    # Where certbot writes; signed by a CA this host trusts, as it trusts Let's Encrypt's.
+    # Where certbot writes (ECDSA, its default); signed by a CA this host trusts, as it
+    # trusts Let's Encrypt's. chain.pem is the issuer, which the site's OCSP stapling reads.
     " && install -D -m 0644 {staging}/certificate/fullchain.pem /etc/letsencrypt/live/{domain}/fullchain.pem"
+    " && install -D -m 0644 {staging}/certificate/chain.pem /etc/letsencrypt/live/{domain}/chain.pem"
     " && install -D -m 0600 {staging}/certificate/privkey.pem /etc/letsencrypt/live/{domain}/privkey.pem"
     " && install -m 0644 {staging}/certificate/ca.pem /usr/local/share/ca-certificates/djust-prod-test-ca.crt"
     " && update-ca-certificates"
@@ -311,7 +317,8 @@ def test_every_stand_in_replaces_exactly_one_line(bake, variant):
                 f"stand-in for {stand_in.find!r} replaced {uses.get(stand_in, 0)} lines of the "
                 f"{phase} phase, expected {expected}:\n{script}"
             )
-        placeholders = re.findall(r"<[a-z][a-z ]+>", script)
+        commands = "\n".join(line for line in script.splitlines() if not line.startswith(": 'STAND-IN"))
+        placeholders = re.findall(r"<[a-z][a-z ]+>", commands)
         assert not placeholders, f"placeholders left for the user in the {phase} phase: {placeholders}"
 
 
@@ -479,10 +486,13 @@ class Deployment:
             (staging / "repository").mkdir(parents=True)
             (staging / "python").mkdir()
             hosts.run(["cp", "-a", str(python_dir), str(staging / "python" / self.python_name)], timeout=300)
-            self.ca = hosts.certificate_authority(self.workdir / "ca", self.domain)
+            issued = certificate_authority(self.workdir / "ca", self.domain)
+            fullchain, key = issued["ecdsa"]
+            self.ca = {"ca.pem": issued["ca"], "chain.pem": issued["ca"], "fullchain.pem": fullchain,
+                       "privkey.pem": key}  # fmt: skip
             (staging / "certificate").mkdir()
-            for name in ("fullchain.pem", "privkey.pem", "ca.pem"):
-                (staging / "certificate" / name).write_bytes(self.ca[name].read_bytes())
+            for name, source in self.ca.items():
+                (staging / "certificate" / name).write_bytes(source.read_bytes())
             # DNS stand-in: the domain resolves to this host.
             self.host.path("/etc/hosts").write_text(
                 f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.0.1\t{self.domain}\n"
