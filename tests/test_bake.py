@@ -127,20 +127,29 @@ def test_prod_fails_loudly_without_a_required_secret(synced, variant, missing):
 
 
 @pytest.mark.parametrize("variant", VARIANT_PARAMS)
-@pytest.mark.parametrize("missing", ["DJANGO_SECRET_KEY", "REDIS_URL"])
-def test_serve_exits_78_with_one_line_naming_a_missing_secret(synced, variant, missing):
+@pytest.mark.parametrize(
+    ("name", "value", "named"),
+    [
+        ("DJANGO_SECRET_KEY", "", "Set the DJANGO_SECRET_KEY environment variable"),
+        ("REDIS_URL", "", "Set the REDIS_URL environment variable"),
+        # systemd's EnvironmentFile keeps an inline comment as part of the value.
+        ("HOST", "127.0.0.1  # private address", "HOST='127.0.0.1  # private address'"),
+    ],
+    ids=["no-secret-key", "no-redis-url", "bad-host"],
+)
+def test_serve_exits_78_with_one_line_naming_the_variable(synced, variant, name, value, named):
     # Checked once in the parent: no worker starts, so nothing is respawned forever
     # (uvicorn) and systemd is never told "ready" (gunicorn). The unit's
     # RestartPreventExitStatus=78 then leaves it failed instead of looping.
     project = synced(variant)
-    env = prod_env(project, **{missing: ""})
+    env = prod_env(project, **{name: value})
     result = project.run("python", "bin/serve", env=env, timeout=30, check=False)
     assert result.returncode == 78, result.stdout + result.stderr
     lines = (result.stdout + result.stderr).splitlines()
     assert len(lines) == 1, lines
     record = json.loads(lines[0])
     assert record["level"] == "CRITICAL"
-    assert f"Set the {missing} environment variable" in record["message"]
+    assert named in record["message"]
 
 
 @pytest.mark.parametrize("variant", VARIANT_PARAMS)

@@ -1,5 +1,8 @@
 """ASGI entry point: plain HTTP goes to Django, /ws/live/ to djust's LiveView consumer.
 
+The consumer is djust's own with a stricter front door for what anonymous
+clients send (core/consumers.py).
+
 https://docs.djangoproject.com/en/5.2/howto/deployment/asgi/
 """
 
@@ -16,7 +19,8 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
-from djust.websocket import LiveViewConsumer  # noqa: E402
+
+from core.consumers import StrictLiveViewConsumer  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
@@ -25,7 +29,7 @@ application = ProtocolTypeRouter(
         # handshakes; only an Origin listed in ALLOWED_HOSTS may connect
         # (djust check A001). The client hard-codes the /ws/live/ path.
         "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter([path("ws/live/", LiveViewConsumer.as_asgi())]))
+            AuthMiddlewareStack(URLRouter([path("ws/live/", StrictLiveViewConsumer.as_asgi())]))
         ),
     }
 )

@@ -45,6 +45,61 @@ class RedactFilter(logging.Filter):
         return True
 
 
+class ClientMistakeFilter(logging.Filter):
+    """Log what an anonymous client got wrong as one WARNING line, never as an error.
+
+    djust logs some malformed WebSocket messages at ERROR, most with a full
+    traceback, although the only fault is the client's: JSON its parser
+    rejects, and values of the wrong type that blow up in its last-resort
+    handler ("Error in WebSocket receive: TypeError: ..."). At ERROR each one
+    is also a Sentry event, so any visitor could fill the log and the error
+    quota. core/consumers.py refuses the common shapes before djust sees them;
+    this filter, on djust's consumer and runtime loggers, catches the rest.
+
+    Only those records change: level WARNING, no traceback, the exception's
+    type and message kept in the line. Errors in your own views (mount,
+    handlers, rendering) are logged by djust under other messages and keep
+    their ERROR level and traceback.
+    """
+
+    # Exception types a client's values cause in djust's message handling
+    # (msgpack's decode errors are ValueErrors; JSON nested too deep for the
+    # parser is a RecursionError). Anything else, such as Redis or database
+    # errors, is a server fault and stays an ERROR.
+    CLIENT_EXCEPTIONS = (
+        AttributeError,
+        KeyError,
+        IndexError,
+        TypeError,
+        ValueError,
+        RecursionError,
+    )
+    # (logger, start of the message) of each djust record that reports bad input.
+    CLIENT_MESSAGES = (
+        ("djust.websocket", "Invalid JSON in WebSocket message"),
+        ("djust.websocket", "Error in WebSocket receive"),
+        ("djust.runtime", "Failed to load view"),
+    )
+    LOGGERS = sorted({name for name, _ in CLIENT_MESSAGES})
+
+    def filter(self, record):
+        if record.levelno >= logging.ERROR and self.is_client_mistake(record):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+    def is_client_mistake(self, record):
+        message = record.getMessage()
+        if not any(
+            record.name == name and message.startswith(start)
+            for name, start in self.CLIENT_MESSAGES
+        ):
+            return False
+        if record.exc_info:
+            return isinstance(record.exc_info[1], self.CLIENT_EXCEPTIONS)
+        return True
+
+
 def build_logging(level=None):
     """Return a dictConfig dictionary that writes JSON lines to stdout."""
     level = (level or env_str("DJANGO_LOG_LEVEL", "INFO")).upper()
@@ -58,7 +113,10 @@ def build_logging(level=None):
                 "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
             },
         },
-        "filters": {"redact": {"()": RedactFilter}},
+        "filters": {
+            "redact": {"()": RedactFilter},
+            "client_mistakes": {"()": ClientMistakeFilter},
+        },
         "handlers": {
             "stdout": {
                 "class": "logging.StreamHandler",
@@ -69,8 +127,13 @@ def build_logging(level=None):
         },
         "root": {"handlers": ["stdout"], "level": level},
         "loggers": {
-            name: {"handlers": ["stdout"], "level": level, "propagate": False}
-            for name in SERVER_LOGGERS
+            **{
+                name: {"handlers": ["stdout"], "level": level, "propagate": False}
+                for name in SERVER_LOGGERS
+            },
+            # A logger's filters run before Sentry's logging integration sees the
+            # record, so a record made a WARNING here never becomes a Sentry event.
+            **{name: {"filters": ["client_mistakes"]} for name in ClientMistakeFilter.LOGGERS},
         },
     }
 

@@ -1,0 +1,140 @@
+"""djust's LiveView WebSocket consumer, made strict about what anonymous clients send.
+
+Anyone who can load a page can open /ws/live/ and send any bytes. djust 1.2.6
+refuses every malformed message, but many of them only after an exception,
+which it logs at ERROR with a full traceback (and, with SENTRY_DSN set, turns
+into a Sentry event): JSON that is not an object, binary frames, a mount of
+djust's own LiveView base class. That lets one socket fill the log and the
+error quota with about 100 tracebacks a second.
+
+This subclass checks the envelope of each message before djust reads it and
+refuses what no djust client sends with one error frame and one WARNING line,
+counted against djust's per-connection rate limit so a stream of them ends in
+a 4429 close like any other flood. Valid messages go to djust untouched.
+config.logging.ClientMistakeFilter covers the mistakes djust finds deeper in.
+"""
+
+import json
+import logging
+
+from djust.config import config as djust_config
+from djust.security.mount import is_view_path_allowed, resolve_view_class
+from djust.websocket import LiveViewConsumer
+
+logger = logging.getLogger(__name__)
+
+# djust's close code for "too many messages" (its own rate limit uses it too).
+CLOSE_RATE_LIMITED = 4429
+# Views one mount_batch frame may mount (djust's client batches the lazy views
+# of one page). Each mount renders a template: without a cap one 64 KB frame
+# could ask for a thousand renders.
+MAX_BATCH_MOUNTS = 20
+
+
+class StrictLiveViewConsumer(LiveViewConsumer):
+    """LiveViewConsumer that refuses malformed messages before djust parses them."""
+
+    async def connect(self):
+        self.refused_messages = 0
+        await super().connect()
+
+    async def receive(self, text_data=None, bytes_data=None):
+        # Once the socket is closing (rate limit, failed auth), frames the client
+        # queued before our close frame reached it are dropped unread. djust
+        # 1.2.6 handles each of them, logging "Rate limit exceeded" once per
+        # frame: 158 lines for one flood.
+        if getattr(self, "_ws_close_sent", False):
+            return
+        problem = self.envelope_problem(text_data, bytes_data)
+        if problem:
+            await self.refuse(*problem)
+            return
+        await super().receive(text_data=text_data, bytes_data=bytes_data)
+
+    async def disconnect(self, close_code):
+        if getattr(self, "refused_messages", 0) > 1:
+            logger.warning(
+                "Closed a WebSocket that sent %d malformed messages (code %s)",
+                self.refused_messages,
+                close_code,
+            )
+        await super().disconnect(close_code)
+
+    def envelope_problem(self, text_data, bytes_data):
+        """(error for the client, detail for the log), or None if djust may read it."""
+        limit = djust_config.get("max_message_size", 65536)
+        if bytes_data is not None:
+            # djust's client sends JSON text; binary frames carry file uploads
+            # only, to views that accept them (djust's UploadMixin).
+            if getattr(self.view_instance, "_upload_manager", None) is None:
+                return "Binary messages are not accepted", f"binary frame, {len(bytes_data)} bytes"
+            return None
+        text = text_data or ""
+        if limit and len(text) * 4 > limit and len(text.encode()) > limit:
+            return "Message too large", f"text frame of {len(text.encode())} bytes (limit {limit})"
+        try:
+            message = json.loads(text)
+        except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
+            return "Invalid message format", "text frame that is not JSON"
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            return "Invalid message format", "JSON that is not an object with a string 'type'"
+        kind = message["type"]
+        if kind == "event":
+            if not isinstance(message.get("event"), str):
+                return "Invalid message format", "event without a string 'event' name"
+            if not isinstance(message.get("params", {}), dict):
+                return "Invalid message format", "event whose 'params' is not an object"
+        elif kind == "mount":
+            return self.mount_problem(message)
+        elif kind == "mount_batch":
+            views = message.get("views")
+            if not isinstance(views, list) or len(views) > MAX_BATCH_MOUNTS:
+                return "Invalid message format", "mount_batch without a short list of views"
+            for view in views:
+                if not isinstance(view, dict):
+                    return "Invalid message format", "mount_batch entry that is not an object"
+                problem = self.mount_problem(view)
+                if problem:
+                    return problem
+        return None
+
+    def mount_problem(self, message):
+        """What is wrong with one view's mount request, or None."""
+        if not isinstance(message.get("params", {}), dict):
+            return "Invalid message format", "mount whose 'params' is not an object"
+        if not self.mountable(message.get("view")):
+            view = str(message.get("view"))[:100]
+            return "View not found", f"mount of {view!r}, no LiveView of the allowed modules"
+        return None
+
+    @staticmethod
+    def mountable(view_path):
+        """True for a LiveView class *defined* in a module of LIVEVIEW_ALLOWED_MODULES.
+
+        djust checks the module part of the path only, so any LiveView a view
+        module imports can be mounted through it: "core.views.LiveView" is
+        djust's abstract base class, which fails with a traceback. Here the
+        class's own module must be allowed too, and the class must name a
+        template (an abstract base of your own names none).
+        """
+        if not isinstance(view_path, str):
+            return False
+        view_class = resolve_view_class(view_path).view_class
+        if view_class is None:
+            return False
+        defined_at = f"{view_class.__module__}.{view_class.__qualname__}"
+        return is_view_path_allowed(defined_at) and bool(
+            getattr(view_class, "template_name", None) or getattr(view_class, "template", None)
+        )
+
+    async def refuse(self, error, detail):
+        """Answer a malformed message with an error frame, or close a flood of them."""
+        self.refused_messages += 1
+        if not self._rate_limiter.check("malformed") and self._rate_limiter.should_disconnect():
+            logger.warning("Closing a WebSocket that keeps sending malformed messages: %s", detail)
+            await self.close(code=CLOSE_RATE_LIMITED)
+            return
+        # One line per connection; disconnect() reports how many more there were.
+        log = logger.warning if self.refused_messages == 1 else logger.debug
+        log("Refused a WebSocket message: %s", detail)
+        await self.send_error(error)
