@@ -572,7 +572,9 @@ def deployed(request, tmp_path_factory):
     with hosts.host_lock():
         try:
             deployment.install()
+            checks_started = time.monotonic()
             yield deployment
+            deployment.timings["checks"] = round(time.monotonic() - checks_started, 1)
         finally:
             deployment.timings["total"] = round(time.monotonic() - started, 1)
             deployment.destroy()
