@@ -18,6 +18,7 @@ a time: every host test is in one xdist group, and tests/hosts.py holds a file l
 """
 
 import asyncio
+import contextlib
 import http.client
 import json
 import os
@@ -375,17 +376,14 @@ class Deployment:
 
     # Running things ----------------------------------------------------------------
 
+    @contextlib.contextmanager
     def timed(self, what):
-        deployment = self
-
-        class Timer:
-            def __enter__(self):
-                self.started = time.monotonic()
-
-            def __exit__(self, *exc):
-                deployment.timings[what] = round(time.monotonic() - self.started, 1)
-
-        return Timer()
+        """Record how long the block took, in seconds, under `what`."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings[what] = round(time.monotonic() - started, 1)
 
     def units(self):
         units = [self.unit, "redis-server.service"]
@@ -409,15 +407,12 @@ class Deployment:
         return result
 
     def manage_shell(self, code):
-        """manage.py shell -c CODE as the service user, with the env file loaded; its last line."""
-        return (
-            self.shell(
-                f"cd /srv/{self.slug} && set -a && . /etc/{self.slug}/env && set +a && "
-                f"runuser -u {self.slug} -- .venv/bin/python manage.py shell -c {shlex.quote(code)}"
-            )
-            .stdout.strip()
-            .splitlines()[-1:]
-        )  # Django 5.2's shell first says what it imported
+        """manage.py shell -c CODE as the service user, with the env file loaded: [its last line]."""
+        output = self.shell(
+            f"cd /srv/{self.slug} && set -a && . /etc/{self.slug}/env && set +a && "
+            f"runuser -u {self.slug} -- .venv/bin/python manage.py shell -c {shlex.quote(code)}"
+        ).stdout
+        return output.strip().splitlines()[-1:]  # Django 5.2's shell first says what it imported
 
     def run_phase_in_host(self, phase, timeout=1200):
         script, _ = phase_script(self.project, phase, self.python_name)
