@@ -517,8 +517,11 @@ class FakeSentry:
 class LiveSession:
     """One djust LiveView session over a real WebSocket (protocol: shared/DJUST-FACTS.md)."""
 
-    def __init__(self, url, origin, view="core.views.CounterView", compression="deflate"):
+    def __init__(self, url, origin, view="core.views.CounterView", compression="deflate", **connect):
         self.url, self.origin, self.view, self.compression = url, origin, view, compression
+        # Extra websockets.connect() arguments, e.g. host="127.0.0.1" and a verifying ssl
+        # context to reach a domain's server by address (tests/test_real_hosts.py).
+        self.connect = connect
         self.socket = None
         self.session_id = None
         self.extensions = None  # the server's Sec-WebSocket-Extensions answer
@@ -534,15 +537,15 @@ class LiveSession:
             context = ssl.create_default_context()
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-        self.socket = await websockets.connect(
-            self.url,
-            origin=self.origin,
-            ssl=context,
-            open_timeout=timeout,
-            compression=self.compression,
-            ping_interval=None,
-            max_size=2**22,
-        )
+        options = {
+            "origin": self.origin,
+            "ssl": context,
+            "open_timeout": timeout,
+            "compression": self.compression,
+            "ping_interval": None,
+            "max_size": 2**22,
+        }
+        self.socket = await websockets.connect(self.url, **{**options, **self.connect})
         self.extensions = self.socket.response.headers.get("Sec-WebSocket-Extensions")
         hello = json.loads(await asyncio_wait(self.socket.recv(), timeout))
         if hello.get("type") != "connect":
