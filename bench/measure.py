@@ -1,4 +1,4 @@
-"""Measurements beside the load runs: memory per idle WebSocket, start-up time, a py-spy profile."""
+"""Measurements beside the load runs: frame sizes, memory per idle WebSocket, start-up, a py-spy profile."""
 
 import asyncio
 import json
@@ -13,6 +13,39 @@ from pathlib import Path
 from bench.load import run_k6
 from bench.procs import cpu_seconds, find_tool, http_status, rss_kb
 from tests import stack
+
+# --- frames ----------------------------------------------------------------------
+
+
+def measure_frames(target):
+    """Length of the mount HTML and of a patch frame the service sends, and that patch."""
+    url = f"ws://127.0.0.1:{target.server.port}/ws/live/"
+
+    async def go():
+        from websockets.asyncio.client import connect
+
+        async with connect(url, origin=target.origin, compression=None) as ws:
+            await ws.recv()
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "mount",
+                        "view": target.view,
+                        "params": {},
+                        "url": "/",
+                        "has_prerendered": True,
+                        "client_timezone": "UTC",
+                    }
+                )
+            )
+            mount = json.loads(await ws.recv())
+            await ws.send(json.dumps({"type": "event", "event": "increment", "params": {}, "ref": 1}))
+            patch = await ws.recv()
+            return len(mount.get("html") or ""), len(patch), json.loads(patch)
+
+    html, patch_len, patch = asyncio.run(asyncio.wait_for(go(), 30))
+    return {"mount_html_chars": html, "patch_frame_chars": patch_len, "patch_example": patch}
+
 
 # --- memory per idle WebSocket ---------------------------------------------------
 

@@ -27,7 +27,6 @@ recorded next to the numbers. Every load loop is bounded in count and time.
 """
 
 import argparse
-import asyncio
 import contextlib
 import datetime
 import json
@@ -48,7 +47,7 @@ from bench.compare import judge, ratios  # noqa: E402
 from bench.fronts import BenchNginx, GeneratedSite, Target  # noqa: E402
 from bench.load import run_k6, run_wrk  # noqa: E402
 from bench.machine import machine, versions  # noqa: E402
-from bench.measure import measure_memory, measure_startup, profile_worker  # noqa: E402
+from bench.measure import measure_frames, measure_memory, measure_startup, profile_worker  # noqa: E402
 from bench.procs import Server, cpu_seconds, log  # noqa: E402
 from tests import stack  # noqa: E402
 
@@ -288,38 +287,10 @@ class Bench:
 
     def measure_frames(self, target):
         """Length of the mount HTML and patch frames the real service sends (for the echo baseline)."""
-        url = f"ws://127.0.0.1:{target.server.port}/ws/live/"
-
-        async def go():
-            from websockets.asyncio.client import connect
-
-            async with connect(url, origin=target.origin, compression=None) as ws:
-                await ws.recv()
-                await ws.send(
-                    json.dumps(
-                        {
-                            "type": "mount",
-                            "view": target.view,
-                            "params": {},
-                            "url": "/",
-                            "has_prerendered": True,
-                            "client_timezone": "UTC",
-                        }
-                    )
-                )
-                mount = json.loads(await ws.recv())
-                await ws.send(json.dumps({"type": "event", "event": "increment", "params": {}, "ref": 1}))
-                patch = await ws.recv()
-                return len(mount.get("html") or ""), len(patch), json.loads(patch)
-
-        html, patch_len, patch = asyncio.run(asyncio.wait_for(go(), 30))
-        self.mount_html_bytes = html
-        self.results["meta"]["frames"] = {
-            "mount_html_chars": html,
-            "patch_frame_chars": patch_len,
-            "patch_example": patch,
-        }
-        log(f"mount html {html} chars, patch frame {patch_len} chars")
+        frames = measure_frames(target)
+        self.mount_html_bytes = frames["mount_html_chars"]
+        self.results["meta"]["frames"] = frames
+        log(f"mount html {frames['mount_html_chars']} chars, patch frame {frames['patch_frame_chars']} chars")
 
     def http(self, ours):
         seconds, conns = self.args.wrk_seconds, self.args.wrk_connections
