@@ -19,11 +19,11 @@ SESSIONS, EVENTS = 4, 2
 
 @pytest.fixture(scope="module")
 def bench_results(tmp_path_factory):
-    from bench import run
+    from bench import procs, run
 
     for tool in ("nginx", "wrk", "redis-server", "k6"):
         try:
-            run.find_tool(tool)
+            procs.find_tool(tool)
         except SystemExit:
             pytest.fail(f"`{tool}` is not installed: ./scripts/test installs it", pytrace=False)
     work = tmp_path_factory.mktemp("bench")
