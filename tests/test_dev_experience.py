@@ -7,6 +7,7 @@ shipper parses, and neither carries terminal escape codes it did not ask for.
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import urllib.error
@@ -150,3 +151,82 @@ def test_prod_log_lines_are_json_objects_without_escape_codes(synced, redis_url,
     assert {"level", "logger", "message"} <= records[0].keys()
     assert any(r["message"] == "HTTP GET / 200 [0.01, 127.0.0.1:5000]" for r in records), lines
     assert any("/no-such-page/" in r["message"] for r in records), lines
+
+
+# --- djust's developer tools under the dev policy ------------------------------
+
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+
+# Collects every CSP violation from the first script the page runs.
+RECORD_VIOLATIONS = """
+window.__violations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.__violations.push(`${event.violatedDirective}: ${event.sample || event.blockedURI}`);
+});
+"""
+
+# base.py's policy, as production sends it (the nonce differs per response).
+PROD_POLICY = (
+    "default-src 'self'; script-src 'self' 'nonce-*'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; "
+    "base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def directives(policy):
+    """{"script-src": "'self' 'nonce-*'", ...} with the nonce masked."""
+    policy = re.sub(r"'nonce-[^']+'", "'nonce-*'", policy)
+    return dict(part.strip().partition(" ")[::2] for part in policy.split(";") if part.strip())
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("default")
+def test_djust_debug_panel_rows_expand_under_dev_csp(synced):
+    from playwright.sync_api import expect, sync_playwright
+
+    project = synced("default")
+    project.run("python", "manage.py", "migrate", "--noinput", env=DEV)
+    with DevServer(project) as server, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
+        )  # fmt: skip
+        try:
+            page = browser.new_page()
+            console_errors = []
+            page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+            page.add_init_script(RECORD_VIOLATIONS)
+            response = page.goto(server.url + "/", wait_until="load", timeout=20000)
+            policy = directives(response.headers["content-security-policy"])
+            # An event gives the debug panel's Events tab a row with details.
+            page.click("button[dj-click=increment]")
+            expect(page.locator("#count")).to_have_text("1", timeout=10000)
+            page.click("#djust-debug-button")
+            page.click("[data-tab=events]")
+            row = page.locator(".event-item.expandable").first
+            row.locator(".event-header").click()
+            expect(row).to_have_class(re.compile(r"\bexpanded\b"), timeout=5000)
+            violations = page.evaluate("window.__violations")
+        finally:
+            browser.close()
+
+    assert violations == [], violations
+    assert not [text for text in console_errors if "Content Security Policy" in text], console_errors
+    # Only inline handler attributes are relaxed: <script> elements still need the nonce.
+    assert policy["script-src-attr"] == "'unsafe-inline'"
+    assert policy["script-src"] == "'self' 'nonce-*'"
+
+
+@pytest.mark.xdist_group("default")
+def test_prod_csp_is_the_strict_policy(synced):
+    project = synced("default")
+    script = (
+        "import django; django.setup(); from django.test import RequestFactory; "
+        "from csp.middleware import CSPMiddleware; from django.http import HttpResponse; "
+        "request = RequestFactory().get('/'); middleware = CSPMiddleware(lambda r: HttpResponse()); "
+        "middleware.process_request(request); str(request.csp_nonce); "
+        "print(middleware.process_response(request, HttpResponse())['Content-Security-Policy'])"
+    )
+    result = project.run("python", "-c", script, env=prod_env(project))
+    assert directives(result.stdout.strip()) == directives(PROD_POLICY)

@@ -3,10 +3,12 @@
 import os
 import sys
 
+from csp.constants import UNSAFE_INLINE
+
 from config.logging import build_logging
 
 from .base import *  # noqa: F403
-from .base import INSTALLED_APPS, LIVEVIEW_CONFIG
+from .base import CONTENT_SECURITY_POLICY, INSTALLED_APPS, LIVEVIEW_CONFIG
 
 DEBUG = True
 
@@ -29,3 +31,13 @@ SERVES_PAGES = sys.argv[1:2] == ["runserver"] and (
     os.environ.get("RUN_MAIN") == "true" or "--noreload" in sys.argv
 )
 LIVEVIEW_CONFIG = {**LIVEVIEW_CONFIG, "hot_reload_auto_enable": SERVES_PAGES}
+
+# djust's debug panel (DEBUG only) renders its rows with inline event handlers
+# (onclick="window.djustDebugPanel.toggleExpand(this)"), which base.py's policy
+# refuses, so the panel's rows never expand. script-src-attr governs only those
+# handler attributes: <script> elements still need the nonce. Development only;
+# production keeps base.py's policy.
+CONTENT_SECURITY_POLICY = {
+    **CONTENT_SECURITY_POLICY,
+    "DIRECTIVES": {**CONTENT_SECURITY_POLICY["DIRECTIVES"], "script-src-attr": [UNSAFE_INLINE]},
+}
