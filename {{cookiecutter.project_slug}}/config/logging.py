@@ -2,11 +2,14 @@
 
 Every line the service writes is one JSON object, so a log shipper can parse it
 without guessing. bin/serve hands the same dictionary to the ASGI server, so its
-startup and access lines are JSON too.
+startup and access lines are JSON too. Development (config.settings.dev) asks
+for readable lines instead: build_logging(readable=True).
 """
 
 import logging
+import os
 import re
+import sys
 
 from config.env import env_str
 
@@ -30,19 +33,69 @@ SERVER_LOGGERS = (
 
 
 class RedactFilter(logging.Filter):
-    """Hide passwords in URLs and drop uvicorn's ANSI-coloured duplicate message.
+    """Hide passwords in URLs and drop terminal colour codes from messages.
 
     djust logs its Redis URL at start; "redis://:SECRET@host" becomes
-    "redis://:***@host" so secrets never reach the log shipper.
+    "redis://:***@host" so secrets never reach the log shipper. Servers colour
+    some messages themselves (Daphne's runserver request lines, uvicorn's
+    color_message): those escape codes would land inside JSON strings as
+    "\\u001b[...", so they go; the readable formatter adds its own colour.
     """
 
     URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", re.I)
+    ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
     def filter(self, record):
-        record.msg = self.URL_PASSWORD.sub(r"\g<scheme>***@", record.getMessage())
+        message = self.URL_PASSWORD.sub(r"\g<scheme>***@", record.getMessage())
+        record.msg = self.ANSI_ESCAPE.sub("", message)
         record.args = None
         record.__dict__.pop("color_message", None)
         return True
+
+
+class PrintedTwiceFilter(logging.Filter):
+    """Drop the djust records that djust also print()s, so each line shows once.
+
+    enable_hot_reload() prints "[HotReload] Hot reload enabled for ..." to
+    stdout and then logs the same text; the print cannot be turned off.
+    """
+
+    PRINTED = ("[HotReload] Hot reload enabled for directories",)
+
+    def filter(self, record):
+        return not record.getMessage().startswith(self.PRINTED)
+
+
+# Terminal colours of the level names in readable lines.
+LEVEL_COLOURS = {
+    logging.DEBUG: "\x1b[2m",  # dim
+    logging.INFO: "\x1b[32m",  # green
+    logging.WARNING: "\x1b[33m",  # yellow
+    logging.ERROR: "\x1b[31m",  # red
+    logging.CRITICAL: "\x1b[1;31m",  # bold red
+}
+RESET_COLOUR = "\x1b[0m"
+
+
+class ReadableFormatter(logging.Formatter):
+    """One plain line per record for a person at a terminal: time, level, logger, message.
+
+    The level is coloured only when the stream is a terminal and NO_COLOR
+    (https://no-color.org) is unset, so a redirected log holds no escape codes.
+    """
+
+    def __init__(self, stream=None):
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+        stream = stream or sys.stdout
+        self.colour = stream.isatty() and not os.environ.get("NO_COLOR")
+
+    def formatMessage(self, record):
+        levelname = f"{record.levelname:<8}"
+        if self.colour:
+            levelname = f"{LEVEL_COLOURS.get(record.levelno, '')}{levelname}{RESET_COLOUR}"
+        # A copy: other handlers may format the same record after this one.
+        copy = logging.makeLogRecord({**record.__dict__, "levelname": levelname})
+        return super().formatMessage(copy)
 
 
 class ClientMistakeFilter(logging.Filter):
@@ -100,8 +153,8 @@ class ClientMistakeFilter(logging.Filter):
         return True
 
 
-def build_logging(level=None):
-    """Return a dictConfig dictionary that writes JSON lines to stdout."""
+def build_logging(level=None, readable=False):
+    """Return a dictConfig dictionary that writes JSON lines (or readable ones) to stdout."""
     level = (level or env_str("DJANGO_LOG_LEVEL", "INFO")).upper()
     return {
         "version": 1,
@@ -112,16 +165,18 @@ def build_logging(level=None):
                 "fmt": JSON_FORMAT,
                 "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
             },
+            "readable": {"()": ReadableFormatter},
         },
         "filters": {
             "redact": {"()": RedactFilter},
             "client_mistakes": {"()": ClientMistakeFilter},
+            "printed_twice": {"()": PrintedTwiceFilter},
         },
         "handlers": {
             "stdout": {
                 "class": "logging.StreamHandler",
                 "stream": "ext://sys.stdout",
-                "formatter": "json",
+                "formatter": "readable" if readable else "json",
                 "filters": ["redact"],
             },
         },
@@ -134,6 +189,7 @@ def build_logging(level=None):
             # A logger's filters run before Sentry's logging integration sees the
             # record, so a record made a WARNING here never becomes a Sentry event.
             **{name: {"filters": ["client_mistakes"]} for name in ClientMistakeFilter.LOGGERS},
+            "djust": {"filters": ["printed_twice"]},
         },
     }
 
