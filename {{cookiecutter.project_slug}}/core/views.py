@@ -1,4 +1,6 @@
-"""The demo LiveView: a counter whose clicks travel over the WebSocket."""
+"""The demo LiveViews: a counter and a checklist, linked by live navigation."""
+
+from typing import ClassVar
 
 from djust import LiveView
 from djust.decorators import event_handler
@@ -38,7 +40,7 @@ class ChecklistView(LiveView):
     template_name = "core/checklist.html"
     login_required = False
 
-    STEPS = {
+    STEPS: ClassVar[dict[str, str]] = {
         "settings": "Set SECRET_KEY, DJANGO_ALLOWED_HOSTS and REDIS_URL in .env",
         "deploy-check": "Run manage.py check --deploy under production settings",
         "backups": "Back up the database and Redis",
