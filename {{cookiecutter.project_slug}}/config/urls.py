@@ -1,12 +1,11 @@
 """URL routes. /health/ and /health/live/ are answered by core.middleware.HealthCheckMiddleware."""
 
-from django.urls import path
+from django.urls import include, path
 
-from core.views import ChecklistView, CounterView
+from core.views import CounterView
 
-# Each LiveView route also appears in the route map djust puts in every page, so
-# links between them navigate over the open WebSocket instead of reloading.
 urlpatterns = [
+    # The demo's other pages (core/urls.py).
+    path("", include("core.urls")),
     path("", CounterView.as_view(), name="counter"),
-    path("checklist/", ChecklistView.as_view(), name="checklist"),
 ]
