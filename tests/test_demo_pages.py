@@ -188,7 +188,11 @@ def test_the_indicator_follows_the_connection(served, browser, shots):
     app, nginx = served
     visit = Visit(browser, nginx)
     try:
-        visit.page.goto(nginx.url + "/checklist/", wait_until="load", timeout=20000)
+        # Arrive by live navigation: the reconnect must mount the page on screen,
+        # not the one the document was loaded with.
+        visit.page.goto(nginx.url + "/", wait_until="load", timeout=20000)
+        visit.expect_counter()
+        visit.page.click("nav a[dj-navigate='/checklist/']")
         visit.expect_checklist()
         assert visit.indicator() == ["Live"]
 

@@ -67,3 +67,23 @@ async def test_an_unknown_step_changes_nothing():
         assert "script" not in str(reply.get("patches", ""))
     finally:
         await communicator.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_a_reconnect_after_live_navigation_mounts_the_page_of_the_url():
+    # djust's client keeps the first page's dj-view after dj-navigate, so its
+    # reconnect asks for the counter while the address bar shows /checklist/.
+    communicator = WebsocketCommunicator(application, "/ws/live/", headers=[ORIGIN])
+    connected, _ = await communicator.connect(timeout=10)
+    assert connected
+    try:
+        await communicator.receive_json_from(timeout=10)
+        await communicator.send_json_to(
+            {"type": "mount", "view": "core.views.CounterView", "params": {}, "url": "/checklist/"}
+        )
+        mounted = await communicator.receive_json_from(timeout=10)
+        assert mounted["type"] == "mount", mounted
+        assert "Launch checklist" in mounted["html"]
+    finally:
+        await communicator.disconnect()
