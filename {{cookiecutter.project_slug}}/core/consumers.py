@@ -45,10 +45,13 @@ class StrictLiveViewConsumer(LiveViewConsumer):
         # frame: 158 lines for one flood.
         if getattr(self, "_ws_close_sent", False):
             return
+        self.mount_message = None
         problem = self.envelope_problem(text_data, bytes_data)
         if problem:
             await self.refuse(*problem)
             return
+        if self.mount_message is not None:
+            text_data = self.mount_the_page_on_screen(self.mount_message, text_data)
         await super().receive(text_data=text_data, bytes_data=bytes_data)
 
     async def disconnect(self, close_code):
@@ -85,6 +88,7 @@ class StrictLiveViewConsumer(LiveViewConsumer):
             if not isinstance(message.get("params", {}), dict):
                 return "Invalid message format", "event whose 'params' is not an object"
         elif kind == "mount":
+            self.mount_message = message
             return self.mount_problem(message)
         elif kind == "mount_batch":
             views = message.get("views")
@@ -106,6 +110,29 @@ class StrictLiveViewConsumer(LiveViewConsumer):
             view = str(message.get("view"))[:100]
             return "View not found", f"mount of {view!r}, no LiveView of the allowed modules"
         return None
+
+    def mount_the_page_on_screen(self, message, text_data):
+        """Mount the LiveView of the page's URL, not the one the document was loaded with.
+
+        After live navigation (dj-navigate) djust 1.2.6's client keeps the first
+        page's dj-view on its root, and a reconnect sends that view with the
+        current URL: the page at /checklist/ came back as the counter. djust
+        resolves the view from the URL for live navigation itself (its #1647);
+        this does the same for a plain mount, when the URL's view is mountable.
+        """
+        url = message.get("url")
+        if not isinstance(url, str) or message.get("state_snapshot"):
+            return text_data
+        view = self._resolve_view_path_from_url(url)
+        if view is None or view == message.get("view") or not self.mountable(view):
+            return text_data
+        logger.debug(
+            "Mounting %s for %s (the client sent %s)",
+            view,
+            url[:100],
+            str(message.get("view"))[:100],
+        )
+        return json.dumps({**message, "view": view})
 
     @staticmethod
     def mountable(view_path):

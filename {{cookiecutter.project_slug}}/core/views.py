@@ -1,7 +1,44 @@
-"""The demo LiveView: a counter whose clicks travel over the WebSocket."""
+"""The demo LiveViews: a checklist and a counter, linked by live navigation."""
 
 from djust import LiveView
 from djust.decorators import event_handler
+
+
+class ChecklistView(LiveView):
+    """A second page, reached from the counter with djust's live navigation.
+
+    Adding a page takes a LiveView here, a template and a route in
+    core/urls.py (README: "Adding a page").
+    """
+
+    template_name = "core/checklist.html"
+    login_required = False
+
+    STEPS = (
+        ("settings", "Set SECRET_KEY, DJANGO_ALLOWED_HOSTS and REDIS_URL in .env"),
+        ("deploy-check", "Run manage.py check --deploy under production settings"),
+        ("backups", "Back up the database and Redis"),
+        ("reconnect", "Restart the service and watch the page reconnect"),
+    )
+
+    def mount(self, request, **kwargs):
+        self.done = []
+
+    @event_handler()
+    async def toggle(self, step: str = "", **kwargs):
+        """Tick or untick one step; names outside STEPS are ignored."""
+        if step not in dict(self.STEPS):
+            return
+        if step in self.done:
+            self.done.remove(step)
+        else:
+            self.done.append(step)
+
+    def get_context_data(self, **kwargs):
+        steps = [
+            {"key": key, "label": label, "done": key in self.done} for key, label in self.STEPS
+        ]
+        return {"steps": steps, "done_count": len(self.done), "total": len(steps)}
 
 
 class CounterView(LiveView):
