@@ -153,3 +153,16 @@ def redis_url(tmp_path_factory):
     server.start()
     yield server.url
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium for the tests of one module (tests/stack.py launch_chromium)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.stack import launch_chromium
+
+    with sync_playwright() as playwright:
+        chromium = launch_chromium(playwright)
+        yield chromium
+        chromium.close()

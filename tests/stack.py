@@ -514,6 +514,26 @@ class FakeSentry:
             self._server.server_close()
 
 
+# Debian's Chromium (never `playwright install`: it downloads a browser). The flags
+# keep it off the network it cannot reach here: no background traffic, no QUIC.
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+def launch_chromium(playwright):
+    """Debian's Chromium under Playwright, headless and offline."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
 class LiveSession:
     """One djust LiveView session over a real WebSocket (protocol: shared/DJUST-FACTS.md)."""
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.stack import AppServer, Nginx, RedisServer
-from tests.test_rehearsal import CHROMIUM, app_env
+from tests.test_rehearsal import app_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("default")]
 
@@ -43,20 +43,6 @@ def served(bake, tmp_path_factory):
     nginx.stop()
     app.stop()
     redis.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
-        )  # fmt: skip
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

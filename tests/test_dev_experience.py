@@ -7,7 +7,6 @@ shipper parses, and neither carries terminal escape codes it did not ask for.
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import urllib.error
@@ -15,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from tests.stack import AppServer, free_port, port_open, wait_for
+from tests.stack import AppServer, free_port, launch_chromium, port_open, wait_for
 from tests.test_bake import prod_env
 
 DEV = {"DJANGO_SETTINGS_MODULE": "config.settings.dev", "PYTHONUNBUFFERED": "1"}
@@ -155,7 +154,6 @@ def test_prod_log_lines_are_json_objects_without_escape_codes(synced, redis_url,
 
 # --- djust's developer tools under the dev policy ------------------------------
 
-CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
 # Collects every CSP violation from the first script the page runs.
 RECORD_VIOLATIONS = """
@@ -187,11 +185,7 @@ def test_djust_debug_panel_rows_expand_under_dev_csp(synced):
     project = synced("default")
     project.run("python", "manage.py", "migrate", "--noinput", env=DEV)
     with DevServer(project) as server, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
-        )  # fmt: skip
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page()
             console_errors = []

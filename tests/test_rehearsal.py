@@ -10,8 +10,6 @@ restart, killed worker, SIGTERM) run last, on the default variant.
 
 import asyncio
 import json
-import os
-import shutil
 import socket
 import ssl
 import threading
@@ -41,7 +39,6 @@ VARIANTS = [
 ]
 IDLE_SECONDS = 65
 # Debian's Chromium (never a browser downloaded by `playwright install`).
-CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 INSECURE_TLS = ssl.create_default_context()
 INSECURE_TLS.check_hostname = False
 INSECURE_TLS.verify_mode = ssl.CERT_NONE
@@ -173,20 +170,6 @@ def stack(request, bake, tmp_path_factory):
 
 
 # --- 1. A browser through Nginx ---------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
-        )  # fmt: skip
-        yield chromium
-        chromium.close()
 
 
 def open_counter_page(browser, stack):
