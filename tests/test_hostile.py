@@ -401,7 +401,9 @@ def test_a_real_server_fault_keeps_its_traceback(stack):
 
     async def scenario():
         socket_ = await connect(stack, mount_view=False)
-        await socket_.send(mount(view="config.hostile_views.FaultyView"))
+        # A URL no page routes to: the consumer mounts the view of a page's URL
+        # (reconnects after live navigation), which for "/" is the counter.
+        await socket_.send(mount(view="config.hostile_views.FaultyView", url="/hostile-test/"))
         assert json.loads(await asyncio.wait_for(socket_.recv(), 15))["type"] == "mount"
         answer = await answer_to(socket_, event("explode"))
         await socket_.close()
