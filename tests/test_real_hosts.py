@@ -624,19 +624,30 @@ def test_health_over_https_and_by_ip(deployed):
     assert status == 301, f"http://127.0.0.1/ answered {status}"
 
 
-@on_host
-def test_liveview_session_through_the_proxy_answers_events(deployed):
+def session_answers(deployed, refs, what):
+    """Mount a LiveView session through the proxy and click once per ref: the answers' types.
+
+    Fails with the unit's state and journal when the session cannot be had.
+    """
+
     async def scenario():
         session = await deployed.session().open()
         try:
-            return [(await session.increment(ref))["type"] for ref in (1, 2)]
+            return [(await session.increment(ref))["type"] for ref in refs]
         finally:
             await session.close()
 
     try:
-        answers = arun(scenario())
+        return arun(scenario())
     except Exception as error:
-        deployed.fail(f"a LiveView session through wss://{deployed.domain}/ws/live/ failed: {error!r}")
+        deployed.fail(f"{what} failed: {error!r}")
+
+
+@on_host
+def test_liveview_session_through_the_proxy_answers_events(deployed):
+    answers = session_answers(
+        deployed, (1, 2), f"a LiveView session through wss://{deployed.domain}/ws/live/"
+    )
     assert answers == ["patch", "patch"], answers
 
 
@@ -759,19 +770,8 @@ def with_open_sessions(deployed, command, count=3, wait=40):
 
 def reconnect_answers(deployed):
     """A new session mounts and answers an event (fails with the unit's state otherwise)."""
-
-    async def scenario():
-        session = await deployed.session().open()
-        try:
-            return (await session.increment(1))["type"]
-        finally:
-            await session.close()
-
-    try:
-        answer = arun(scenario())
-    except Exception as error:
-        deployed.fail(f"a new LiveView session failed: {error!r}")
-    assert answer == "patch", answer
+    answers = session_answers(deployed, (1,), "a new LiveView session")
+    assert answers == ["patch"], answers
 
 
 @on_host
