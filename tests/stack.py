@@ -534,6 +534,16 @@ def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
+# True once djust's client has mounted the page's view over the WebSocket (the
+# property the client checks itself). Its body gets dj-connected a moment
+# earlier, when the socket opens: a click in between goes to djust's HTTP
+# fallback instead of the socket.
+VIEW_MOUNTED_JS = (
+    "() => Boolean(window.djust && window.djust.liveViewInstance"
+    " && window.djust.liveViewInstance.viewMounted)"
+)
+
+
 class LiveSession:
     """One djust LiveView session over a real WebSocket (protocol: shared/DJUST-FACTS.md)."""
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.stack import AppServer, Nginx, RedisServer
+from tests.stack import VIEW_MOUNTED_JS, AppServer, Nginx, RedisServer
 from tests.test_rehearsal import app_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("default")]
@@ -92,10 +92,7 @@ class Visit:
 
     def mounted(self):
         """djust's client has mounted the view over its WebSocket (the property it checks itself)."""
-        return self.page.evaluate(
-            "() => Boolean(window.djust && window.djust.liveViewInstance"
-            " && window.djust.liveViewInstance.viewMounted)"
-        )
+        return self.page.evaluate(VIEW_MOUNTED_JS)
 
     def click_and_expect(self, button, selector, expected):
         """Click once the view is mounted and wait for the patch.

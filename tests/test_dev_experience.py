@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from tests.stack import AppServer, free_port, launch_chromium, port_open, wait_for
+from tests.stack import VIEW_MOUNTED_JS, AppServer, free_port, launch_chromium, port_open, wait_for
 from tests.test_bake import prod_env
 
 DEV = {"DJANGO_SETTINGS_MODULE": "config.settings.dev", "PYTHONUNBUFFERED": "1"}
@@ -193,7 +193,9 @@ def test_djust_debug_panel_rows_expand_under_dev_csp(synced):
             page.add_init_script(RECORD_VIOLATIONS)
             response = page.goto(server.url + "/", wait_until="load", timeout=20000)
             policy = directives(response.headers["content-security-policy"])
-            # An event gives the debug panel's Events tab a row with details.
+            # An event gives the debug panel's Events tab a row with details, once
+            # the view is mounted (a click before goes to djust's HTTP fallback).
+            page.wait_for_function(VIEW_MOUNTED_JS, timeout=20000)
             page.click("button[dj-click=increment]")
             expect(page.locator("#count")).to_have_text("1", timeout=10000)
             page.click("#djust-debug-button")
