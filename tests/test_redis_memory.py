@@ -22,7 +22,6 @@ import http.client
 import json
 import threading
 import time
-import uuid
 
 import pytest
 import yaml
@@ -230,9 +229,8 @@ class OpenSessions(threading.Thread):
                         reply.get("type") if isinstance(reply, dict) else repr(reply) for reply in replies
                     ]
                 elif command == "pushes":
-                    marker = str(PUSH_MARKER)
                     replies = await asyncio.gather(
-                        *(session.receive(lambda m: marker in json.dumps(m), timeout=10) for session in sessions),
+                        *(session.receive(pushed, timeout=10) for session in sessions),
                         return_exceptions=True,
                     )
                     self.results["pushes"] = [isinstance(reply, dict) for reply in replies]
@@ -255,6 +253,11 @@ class OpenSessions(threading.Thread):
         self.commands.append("close")
         self.command_ready.set()
         self.join(60)
+
+
+def pushed(message):
+    """True for the patch that carries the test's server push."""
+    return str(PUSH_MARKER) in json.dumps(message)
 
 
 PUSH = f"""
@@ -328,11 +331,15 @@ def flood_layout(project, postgres, workdir, two_instances):
         sessions = OpenSessions(app.port)
         sessions.start()
         if not sessions.opened.wait(120) or sessions.failure:
-            pytest.fail(f"{SESSIONS} LiveView sessions could not be opened: {sessions.failure!r}\n{app.tail()}")
+            pytest.fail(
+                f"{SESSIONS} LiveView sessions could not be opened: {sessions.failure!r}\n{app.tail()}"
+            )
         time.sleep(0.5)
         if two_instances:
             figures["main bytes per LiveView session"] = (used_memory(main) - main_before) // SESSIONS
-            figures["channel bytes per LiveView session"] = (used_memory(channels) - channels_before) // SESSIONS
+            figures["channel bytes per LiveView session"] = (
+                used_memory(channels) - channels_before
+            ) // SESSIONS
         else:
             figures["bytes per LiveView session"] = (used_memory(main) - main_before) // SESSIONS
 
@@ -356,9 +363,7 @@ def flood_layout(project, postgres, workdir, two_instances):
         stopping = threading.Event()
         poller = HealthPoller(app.port, time.monotonic() + FLOOD_SECONDS + 30, stopping)
         poller.start()
-        statuses, took = page_views(
-            app.port, FLOOD_VIEWS, until=lambda: evicted_keys(main) >= EVICT_TARGET
-        )
+        statuses, took = page_views(app.port, FLOOD_VIEWS, until=lambda: evicted_keys(main) >= EVICT_TARGET)
         time.sleep(1)
         stopping.set()
         poller.join(15)
@@ -370,7 +375,9 @@ def flood_layout(project, postgres, workdir, two_instances):
                 "flood failures": len(statuses) - statuses.count(200),
                 "flood rate (views/s)": round(len(statuses) / took),
                 "keys evicted (main)": evicted_keys(main),
-                "keys evicted (channel instance)": evicted_keys(channels) if two_instances else "same instance",
+                "keys evicted (channel instance)": evicted_keys(channels)
+                if two_instances
+                else "same instance",
                 "health answers": len(poller.answers),
                 "health not 200": [a for a in poller.answers if a[0] != 200][:3],
                 "channel groups before": len(groups_before),
@@ -429,5 +436,6 @@ def test_two_instance_layout_keeps_every_session_working(project, postgres, tmp_
         f"only {figures['events answered']} of {SESSIONS} open pages answered a click after the flood\n{log}"
     )
     assert figures["pushes received"] == SESSIONS, (
-        f"only {figures['pushes received']} of {SESSIONS} open pages received a server push after the flood\n{log}"
+        f"only {figures['pushes received']} of {SESSIONS} open pages received a server push "
+        f"after the flood\n{log}"
     )
