@@ -328,6 +328,7 @@ def flood_layout(project, postgres, workdir, two_instances):
 
         # Bytes per open LiveView session, on each instance.
         main_before, channels_before = used_memory(main), used_memory(channels)
+        main_keys_before, channel_keys_before = dataset_memory(main), dataset_memory(channels)
         sessions = OpenSessions(app.port)
         sessions.start()
         if not sessions.opened.wait(120) or sessions.failure:
@@ -335,13 +336,25 @@ def flood_layout(project, postgres, workdir, two_instances):
                 f"{SESSIONS} LiveView sessions could not be opened: {sessions.failure!r}\n{app.tail()}"
             )
         time.sleep(0.5)
+        # used_memory (what maxmemory compares) includes the clients' buffers;
+        # used_memory_dataset is the keys alone.
         if two_instances:
             figures["main bytes per LiveView session"] = (used_memory(main) - main_before) // SESSIONS
+            figures["main key bytes per LiveView session"] = (
+                dataset_memory(main) - main_keys_before
+            ) // SESSIONS
             figures["channel bytes per LiveView session"] = (
                 used_memory(channels) - channels_before
             ) // SESSIONS
+            figures["channel key bytes per LiveView session"] = (
+                dataset_memory(channels) - channel_keys_before
+            ) // SESSIONS
+            figures["clients on the channel Redis"] = int(
+                redis_info(channels, "clients")["connected_clients"]
+            )
         else:
             figures["bytes per LiveView session"] = (used_memory(main) - main_before) // SESSIONS
+            figures["key bytes per LiveView session"] = (dataset_memory(main) - main_keys_before) // SESSIONS
 
         # Bytes per cookieless page view, before any limit. The same number of
         # connections as the flood, so the workers' Redis connection pools have
