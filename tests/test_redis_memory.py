@@ -35,7 +35,7 @@ SESSIONS = 20
 # Page views measured before the limit is set: Redis bytes per cookieless view.
 SAMPLE_VIEWS = 600
 # The main Redis' maxmemory: what it holds with the sessions open, plus this.
-HEADROOM = 2 * 1024 * 1024
+HEADROOM = 1024 * 1024
 # The flood: bounded in count and in time, stopped early after the limit is
 # well passed (evictions of at least EVICT_TARGET keys).
 FLOOD_VIEWS = 6000
@@ -63,9 +63,16 @@ def used_memory(redis):
     return int(redis_info(redis, "memory")["used_memory"])
 
 
-def dataset_memory(redis):
-    """Bytes Redis spends on keys and values (used_memory less its overhead and clients)."""
-    return int(redis_info(redis, "memory")["used_memory_dataset"])
+# MEMORY USAGE of every key matching ARGV[1], summed inside Redis (one round trip).
+KEY_BYTES = (
+    "local t = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do "
+    "t = t + redis.call('MEMORY', 'USAGE', k) end return t"
+)
+
+
+def key_bytes(redis, pattern):
+    """Bytes the keys matching pattern take (values, key names and Redis' per-key overhead)."""
+    return int(redis.cli("EVAL", KEY_BYTES, "0", pattern).strip())
 
 
 def evicted_keys(redis):
@@ -326,9 +333,11 @@ def flood_layout(project, postgres, workdir, two_instances):
         app.start()
         figures = {"layout": "two instances" if two_instances else "one instance"}
 
-        # Bytes per open LiveView session, on each instance.
-        main_before, channels_before = used_memory(main), used_memory(channels)
-        main_keys_before, channel_keys_before = dataset_memory(main), dataset_memory(channels)
+        # Bytes per open LiveView session. used_memory (what maxmemory compares)
+        # includes the clients' buffers; key_bytes() counts the keys alone.
+        instances = [main, channels] if two_instances else [main]
+        used_before = sum(used_memory(redis) for redis in instances)
+        state_before, channel_before = key_bytes(main, "djust:*"), key_bytes(channels, "asgi*")
         sessions = OpenSessions(app.port)
         sessions.start()
         if not sessions.opened.wait(120) or sessions.failure:
@@ -336,43 +345,36 @@ def flood_layout(project, postgres, workdir, two_instances):
                 f"{SESSIONS} LiveView sessions could not be opened: {sessions.failure!r}\n{app.tail()}"
             )
         time.sleep(0.5)
-        # used_memory (what maxmemory compares) includes the clients' buffers;
-        # used_memory_dataset is the keys alone.
-        if two_instances:
-            figures["main bytes per LiveView session"] = (used_memory(main) - main_before) // SESSIONS
-            figures["main key bytes per LiveView session"] = (
-                dataset_memory(main) - main_keys_before
-            ) // SESSIONS
-            figures["channel bytes per LiveView session"] = (
-                used_memory(channels) - channels_before
-            ) // SESSIONS
-            figures["channel key bytes per LiveView session"] = (
-                dataset_memory(channels) - channel_keys_before
-            ) // SESSIONS
-            figures["clients on the channel Redis"] = int(
-                redis_info(channels, "clients")["connected_clients"]
-            )
-        else:
-            figures["bytes per LiveView session"] = (used_memory(main) - main_before) // SESSIONS
-            figures["key bytes per LiveView session"] = (dataset_memory(main) - main_keys_before) // SESSIONS
+        figures["Redis bytes per LiveView session"] = (
+            sum(used_memory(redis) for redis in instances) - used_before
+        ) // SESSIONS
+        figures["djust state key bytes per LiveView session"] = (
+            key_bytes(main, "djust:*") - state_before
+        ) // SESSIONS
+        figures["channel-layer key bytes per LiveView session"] = (
+            key_bytes(channels, "asgi*") - channel_before
+        ) // SESSIONS
+
+        # The groups now: ZRANGE counts as a use for Redis' LRU clock, so after
+        # this every page view below writes keys more recently used than these.
+        groups_before = channel_groups(channels)
+        assert groups_before, "no channel-layer group in Redis with the sessions open"
 
         # Bytes per cookieless page view, before any limit. The same number of
         # connections as the flood, so the workers' Redis connection pools have
         # grown to their size under load before the limit is set: maxmemory
         # counts the clients' buffers too, and only keys can be evicted.
-        before, dataset_before = used_memory(main), dataset_memory(main)
+        before, keys_before = used_memory(main), key_bytes(main, "*")
         statuses, _ = page_views(app.port, SAMPLE_VIEWS)
         ok = statuses.count(200)
         assert ok == len(statuses), f"page views failed before any limit: {statuses[:5]}\n{app.tail()}"
         figures["bytes per cookieless page view"] = (used_memory(main) - before) // ok
-        figures["key bytes per cookieless page view"] = (dataset_memory(main) - dataset_before) // ok
+        figures["key bytes per cookieless page view"] = (key_bytes(main, "*") - keys_before) // ok
         figures["clients on the main Redis"] = int(redis_info(main, "clients")["connected_clients"])
 
         # The limit, then the flood; /health/ polled throughout.
         limit = used_memory(main) + HEADROOM
         main.cli("CONFIG", "SET", "maxmemory", str(limit))
-        groups_before = channel_groups(channels)
-        assert groups_before, "no channel-layer group in Redis with the sessions open"
         stopping = threading.Event()
         poller = HealthPoller(app.port, time.monotonic() + FLOOD_SECONDS + 30, stopping)
         poller.start()

@@ -115,6 +115,8 @@ CACHES = {
         # Keeps cache keys apart from djust's ("djust:") and the channel layer's ("asgi").
         "KEY_PREFIX": env_str("DJANGO_CACHE_KEY_PREFIX", "cache"),
         "OPTIONS": {
+            # Without it every request opened a Redis connection (config/redis_pool.py).
+            "pool_class": "config.redis_pool.ProcessConnectionPool",
             "socket_timeout": REDIS_SOCKET_TIMEOUT,
             "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
             "retry": Retry(ExponentialBackoff(cap=1, base=0.05), retries=3),
