@@ -407,6 +407,8 @@ def flood_layout(project, postgres, workdir, two_instances):
         figures["events answered"] = sessions.do("events").count("patch")
         app.manage("shell", "-c", PUSH, timeout=60)
         figures["pushes received"] = sum(sessions.do("pushes"))
+        if two_instances:
+            figures.update(when_the_channel_redis_is_full(app, channels, channel_limit))
         figures["server log"] = app.tail(15)
         return figures
     finally:
@@ -416,6 +418,30 @@ def flood_layout(project, postgres, workdir, two_instances):
             app.stop()
         for server in started:
             server.stop()
+
+
+def when_the_channel_redis_is_full(app, channels, limit):
+    """With the channel instance over its maxmemory (noeviction): what a new visitor and a probe see."""
+    channels.cli("CONFIG", "SET", "maxmemory", "1")
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", app.port, timeout=10)
+        try:
+            connection.request("GET", "/health/", headers={"Host": "localhost"})
+            response = connection.getresponse()
+            health = (response.status, json.loads(response.read()).get("checks", {}).get("channel_layer"))
+        finally:
+            connection.close()
+        try:
+            asyncio.run(asyncio.wait_for(open_session(app.port, SESSIONS + 1).open(timeout=10), 20))
+            new_session = "mounted"
+        except Exception as error:
+            new_session = f"refused: {type(error).__name__}"
+    finally:
+        channels.cli("CONFIG", "SET", "maxmemory", limit)
+    return {
+        "health with the channel Redis full": health,
+        "new session with the channel Redis full": new_session,
+    }
 
 
 def report(figures):
@@ -449,6 +475,14 @@ def test_two_instance_layout_keeps_every_session_working(project, postgres, tmp_
     assert figures["flood failures"] == 0, f"visitors saw errors during the flood\n{log}"
     assert figures["events answered"] == SESSIONS, (
         f"only {figures['events answered']} of {SESSIONS} open pages answered a click after the flood\n{log}"
+    )
+    status, channel_check = figures["health with the channel Redis full"]
+    assert status == 503 and channel_check != "ok", (
+        f"with the channel layer's Redis full, /health/ answered {status} ({channel_check}): "
+        "a load balancer would keep sending users to a host whose LiveViews cannot connect"
+    )
+    assert figures["new session with the channel Redis full"].startswith("refused"), (
+        "a session mounted while the channel layer could not record it: its pushes would be lost"
     )
     assert figures["pushes received"] == SESSIONS, (
         f"only {figures['pushes received']} of {SESSIONS} open pages received a server push "
