@@ -28,9 +28,9 @@ import yaml
 
 from tests.stack import AppServer, LiveSession, Postgres, RedisServer
 
-pytestmark = pytest.mark.slow
-
 VARIANT = "default"
+# With the other tests of this variant: one bake and one virtualenv per test process.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(VARIANT)]
 SESSIONS = 20
 # Page views measured before the limit is set: Redis bytes per cookieless view.
 SAMPLE_VIEWS = 600
