@@ -488,3 +488,49 @@ def test_two_instance_layout_keeps_every_session_working(project, postgres, tmp_
         f"only {figures['pushes received']} of {SESSIONS} open pages received a server push "
         f"after the flood\n{log}"
     )
+
+
+# Seconds: group_expiry (DJUST_SESSION_TTL) for the test below, and how much longer the page stays open.
+SHORT_EXPIRY, OPEN_PAST_EXPIRY = 5, 4
+
+
+def test_a_page_open_longer_than_group_expiry_still_receives_pushes(project, postgres, tmp_path):
+    """Expiry, not eviction: channels-redis forgets a group member group_expiry seconds after it joined.
+
+    djust joins a session's groups once, at mount; core/consumers.py joins them
+    again while the socket is open. Without that, this push was lost.
+    """
+    main = RedisServer(tmp_path).start()
+    app = None
+    try:
+        env = service_env(project, main, main, postgres)
+        env["DJUST_SESSION_TTL"] = str(SHORT_EXPIRY)
+        app = AppServer(project, env, workers=1, log_path=tmp_path / "serve.log")
+        app.prepare()
+        app.start()
+
+        async def scenario():
+            session = await open_session(app.port, 0).open()
+            try:
+                await asyncio.sleep(SHORT_EXPIRY + OPEN_PAST_EXPIRY)
+                groups = channel_groups(main)
+                await asyncio.to_thread(app.manage, "shell", "-c", PUSH, timeout=60)
+                try:
+                    await session.receive(pushed, timeout=10)
+                    return groups, "received"
+                except TimeoutError:
+                    return groups, "lost"
+            finally:
+                await session.close()
+
+        groups, outcome = asyncio.run(asyncio.wait_for(scenario(), 120))
+        opened = SHORT_EXPIRY + OPEN_PAST_EXPIRY
+        print(f"\npush to a page open {opened} s, group_expiry {SHORT_EXPIRY} s: {outcome}; groups: {groups}")
+        assert outcome == "received", (
+            f"a page open longer than DJUST_SESSION_TTL ({SHORT_EXPIRY} s here) stopped receiving live "
+            f"updates: its channel-layer groups were {groups}\n{app.tail(15)}"
+        )
+    finally:
+        if app is not None:
+            app.stop()
+        main.stop()
