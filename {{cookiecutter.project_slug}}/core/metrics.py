@@ -79,6 +79,15 @@ READINESS_FAILURES = Counter(
 )
 READINESS_CHECKS = Counter("readiness_checks_total", "Answers given by /health/.")
 
+# Series that exist at 0 from the start: Prometheus' increase() cannot see the
+# first error of a series that appears with the value 1.
+for _backend in ("channel_layer", "state_backend"):
+    BACKEND_ERRORS.labels(backend=_backend)
+for _check in ("database", "cache", "state_backend", "channel_layer"):
+    READINESS_FAILURES.labels(check=_check)
+for _outcome in ("handled", "rejected", "malformed"):
+    EVENTS.labels(outcome=_outcome)
+
 # Close codes worth telling apart; any other code counts as "other", so a client
 # cannot create new time series by choosing its own codes.
 KNOWN_CLOSE_CODES = {
