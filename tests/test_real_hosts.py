@@ -54,6 +54,7 @@ RUNBOOK_FILES = (
     "deploy/nginx/README.md",
     "deploy/load-balancer/README.md",
     "docs/deployment.md",
+    "deploy/monitoring/README.md",
     "README.md",
 )
 SYSTEMD = "deploy/systemd/README.md"
@@ -92,6 +93,14 @@ NEW_VERSION = [(SYSTEMD, "Deploying a new version", always)]
 PHASES = {"workstation": WORKSTATION, "install": INSTALL, "new version": NEW_VERSION}
 
 NOT_RUN = {
+    ("deploy/monitoring/README.md", "Check the files"): (
+        "promtool on the files themselves, no host needed: tests/test_monitoring.py runs this block in "
+        "the baked project"
+    ),
+    ("deploy/monitoring/README.md", "Set up Prometheus (on the monitoring host, Debian 12, as root)"): (
+        "a separate monitoring host: tests/test_monitoring.py runs Debian's prometheus with this "
+        "prometheus.yml and alerts.yml against the live service instead"
+    ),
     ("docs/deployment.md", "Path 2: Docker"): (
         "the Docker path: no Docker engine on this machine; tests/test_deploy_files.py checks the "
         "Dockerfile (hadolint) and compose.yaml (structure)"
