@@ -9,7 +9,8 @@ The directory must be empty when the server starts: files of an earlier run
 would be added to the new one's figures, and pids get reused. bin/serve
 prepares it before any worker exists. Where it lives:
 - systemd: /run/<service>/metrics, in the unit's RuntimeDirectory (writable
-  under ProtectSystem=strict, memory-backed, removed when the service stops);
+  under ProtectSystem=strict, memory-backed, removed when the service stops),
+  which systemd names in RUNTIME_DIRECTORY;
 - Docker: /run/app/metrics, on the tmpfs compose.yaml mounts;
 - elsewhere: a directory of this user's in the system's temporary directory.
 https://prometheus.github.io/client_python/multiprocess/
@@ -26,8 +27,13 @@ from config.env import env_str
 
 
 def directory(port):
-    """PROMETHEUS_MULTIPROC_DIR, or a default of this user's for the server on `port`."""
-    default = Path(tempfile.gettempdir()) / f"prometheus-{os.getuid()}-{port}"
+    """PROMETHEUS_MULTIPROC_DIR, else metrics/ in systemd's RuntimeDirectory, else one in /tmp."""
+    runtime = env_str("RUNTIME_DIRECTORY")
+    if runtime:
+        # systemd lists several directories with ':' when a unit asks for several.
+        default = Path(runtime.split(":")[0]) / "metrics"
+    else:
+        default = Path(tempfile.gettempdir()) / f"prometheus-{os.getuid()}-{port}"
     return Path(env_str("PROMETHEUS_MULTIPROC_DIR", str(default)))
 
 
