@@ -73,7 +73,7 @@ class StrictLiveViewConsumer(LiveViewConsumer):
         problem = self.envelope_problem(text_data, bytes_data)
         if problem:
             if self.message_type == "event":
-                metrics.EVENTS.labels(outcome="malformed").inc()
+                metrics.EVENTS_MALFORMED.inc()
             await self.refuse(*problem)
             return
         if self.mount_message is not None:
@@ -87,9 +87,9 @@ class StrictLiveViewConsumer(LiveViewConsumer):
         refusals = self.refusals_sent
         await super().receive(text_data=text_data, bytes_data=bytes_data)
         if self.refusals_sent > refusals:
-            metrics.EVENTS.labels(outcome="rejected").inc()
+            metrics.EVENTS_REJECTED.inc()
         else:
-            metrics.EVENTS.labels(outcome="handled").inc()
+            metrics.EVENTS_HANDLED.inc()
             metrics.EVENT_SECONDS.observe(time.perf_counter() - started)
 
     async def send_json(self, data):

@@ -85,8 +85,10 @@ for _backend in ("channel_layer", "state_backend"):
     BACKEND_ERRORS.labels(backend=_backend)
 for _check in ("database", "cache", "state_backend", "channel_layer"):
     READINESS_FAILURES.labels(check=_check)
-for _outcome in ("handled", "rejected", "malformed"):
-    EVENTS.labels(outcome=_outcome)
+# Bound once: a labels() lookup per event would cost more than the count itself.
+EVENTS_HANDLED = EVENTS.labels(outcome="handled")
+EVENTS_REJECTED = EVENTS.labels(outcome="rejected")
+EVENTS_MALFORMED = EVENTS.labels(outcome="malformed")
 
 # Close codes worth telling apart; any other code counts as "other", so a client
 # cannot create new time series by choosing its own codes.
