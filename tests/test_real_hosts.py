@@ -661,6 +661,21 @@ def test_liveview_session_through_the_proxy_answers_events(deployed):
 
 
 @on_host
+def test_metrics_under_the_units_hardening(deployed):
+    # The workers keep their figures in the unit's RuntimeDirectory, the one place
+    # besides SQLite's that ProtectSystem=strict leaves writable; the scrape by IP
+    # (as Prometheus does) adds them up, and the public site never shows them.
+    files = deployed.shell(f"ls /run/{deployed.slug}/metrics").stdout.split()
+    assert any(name.startswith("counter_") for name in files), files
+    status, _, body = deployed.by_ip("/metrics")
+    if status != 200:
+        deployed.fail(f"http://127.0.0.1:8000/metrics answered {status}: {body[:300]!r}")
+    assert re.search(rb'^liveview_events_total\{outcome="handled"\} [1-9]', body, re.MULTILINE), body[:2000]
+    status, _, body = deployed.https("/metrics")
+    assert status == 404, f"https://{deployed.domain}/metrics answered {status}"
+
+
+@on_host
 def test_every_journal_line_of_the_service_is_one_json_object(deployed):
     # The service's own output; `journalctl -u` would add systemd's lines about the unit.
     lines = deployed.shell(f"journalctl _SYSTEMD_UNIT={deployed.unit} -o cat --no-pager").stdout.splitlines()
