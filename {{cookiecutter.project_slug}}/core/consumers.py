@@ -98,8 +98,8 @@ class StrictLiveViewConsumer(LiveViewConsumer):
         await super().send_json(data)
 
     async def server_push(self, event):
-        # djust skips the copy of a push a session's own handler made (its
-        # DJUST-FACTS item 22); count only the ones it applies.
+        # djust skips the copy of a push that a session's own handler made
+        # (djust #1677): count only the pushes it applies.
         sender = event.get("sender_channel")
         if self.view_instance is not None and not (sender and sender == self.channel_name):
             metrics.PUSHES.inc()

@@ -4,6 +4,7 @@ import pytest
 from channels.testing import WebsocketCommunicator
 from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
+from djust.push import apush_to_view
 from prometheus_client import REGISTRY
 
 from config.asgi import application
@@ -97,3 +98,24 @@ async def test_a_session_is_counted_from_connect_to_disconnect():
     assert value("liveview_event_duration_seconds_count") == before["timed"] + 3
     assert value("liveview_disconnects_total", code="1000") == before["closed"] + 1
     assert value("liveview_sessions_open") == open_before
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_a_server_push_to_a_mounted_view_is_counted():
+    pushes = value("liveview_server_pushes_total")
+    communicator = WebsocketCommunicator(application, "/ws/live/", headers=[ORIGIN])
+    connected, _ = await communicator.connect(timeout=10)
+    assert connected
+    try:
+        await communicator.receive_json_from(timeout=10)
+        await communicator.send_json_to(
+            {"type": "mount", "view": "core.views.CounterView", "params": {}, "url": "/"}
+        )
+        await communicator.receive_json_from(timeout=10)
+        await apush_to_view("core.views.CounterView", state={"count": 41})
+        pushed = await communicator.receive_json_from(timeout=10)
+        assert "41" in str(pushed), pushed
+    finally:
+        await communicator.disconnect(code=1000)
+    assert value("liveview_server_pushes_total") == pushes + 1
