@@ -38,9 +38,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # Starts the clock for django-prometheus' request metrics (its After
-    # middleware, last, records them by view, method and status).
-    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # Starts the clock for django-prometheus' request metrics (the After
+    # middleware, last, records them by view, method and status). Both run on
+    # the event loop, not in a thread: core/request_metrics.py.
+    "core.request_metrics.PrometheusBeforeMiddleware",
     # Answers load-balancer probes before host validation and the HTTPS
     # redirect, which would otherwise turn a probe by IP into a 400 or a 301.
     "core.middleware.HealthCheckMiddleware",
@@ -60,7 +61,7 @@ MIDDLEWARE = [
     # After CSPMiddleware so it sees the response first: it puts the request's
     # nonce on the inline scripts djust injects, before the CSP header is built.
     "core.middleware.InlineScriptNonceMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "core.request_metrics.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
