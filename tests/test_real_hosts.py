@@ -665,6 +665,7 @@ def test_metrics_under_the_units_hardening(deployed):
     # The workers keep their figures in the unit's RuntimeDirectory, the one place
     # besides SQLite's that ProtectSystem=strict leaves writable; the scrape by IP
     # (as Prometheus does) adds them up, and the public site never shows them.
+    session_answers(deployed, (1,), f"a LiveView session through wss://{deployed.domain}/ws/live/")
     files = deployed.shell(f"ls /run/{deployed.slug}/metrics").stdout.split()
     assert any(name.startswith("counter_") for name in files), files
     status, _, body = deployed.by_ip("/metrics")
