@@ -44,12 +44,24 @@ REDIS_URL = env_required(
 # down instead of hanging a worker thread.
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 2.0)
 
+# djust's Redis clients read timeouts from the URL's query string.
+DJUST_REDIS_URL = (
+    f"{REDIS_URL}{'&' if '?' in REDIS_URL else '?'}"
+    f"socket_timeout={REDIS_SOCKET_TIMEOUT}&socket_connect_timeout={REDIS_SOCKET_TIMEOUT}"
+)
+
 DJUST_CONFIG = {
     **DJUST_CONFIG,
     "STATE_BACKEND": "redis",
-    # djust's client reads timeouts from the URL's query string.
-    "REDIS_URL": f"{REDIS_URL}{'&' if '?' in REDIS_URL else '?'}"
-    f"socket_timeout={REDIS_SOCKET_TIMEOUT}&socket_connect_timeout={REDIS_SOCKET_TIMEOUT}",
+    "REDIS_URL": DJUST_REDIS_URL,
+    # Who has a page open, in Redis: with the default (memory) each worker
+    # would count only its own visitors. djust keeps a sorted set per page with
+    # a TTL of 180 s, refreshed by every mount and client ping. Keys with a TTL
+    # are what `volatile-lru` evicts under memory pressure (the count would
+    # then restart from the pages that ping next): for now presence shares
+    # REDIS_URL; its place is with the channel layer, on a Redis that never evicts.
+    "PRESENCE_BACKEND": "redis",
+    "PRESENCE_REDIS_URL": DJUST_REDIS_URL,
 }
 
 # https://github.com/django/channels_redis
