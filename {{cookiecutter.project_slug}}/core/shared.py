@@ -50,16 +50,22 @@ def read_total():
 
 
 async def add_click():
-    """Count one click in the store; return the new total.
+    """Count one click in the store; return the new total."""
+    return await sync_to_async(_incr_total)()
 
-    `incr` is one atomic Redis INCR, so clicks on different hosts at the same
-    instant are all counted.
-    """
+
+def _incr_total():
+    # cache.incr on Redis is one atomic INCR: clicks on different hosts at the
+    # same instant are all counted, and the key keeps having no TTL.
+    # Trap: Django 5.2's cache.aincr is not that. RedisCache has no async
+    # version of its own, so aincr is BaseCache's get-then-set with the default
+    # timeout (300 s): concurrent clicks are lost and the total expires. Hence
+    # the sync incr, in a thread.
     try:
-        return await cache.aincr(TOTAL_KEY)
+        return cache.incr(TOTAL_KEY)
     except ValueError:  # no key yet (the first click ever, or Redis was flushed)
-        await cache.aadd(TOTAL_KEY, 0, timeout=None)
-        return await cache.aincr(TOTAL_KEY)
+        cache.add(TOTAL_KEY, 0, timeout=None)
+        return cache.incr(TOTAL_KEY)
 
 
 class ThrottledPush:
