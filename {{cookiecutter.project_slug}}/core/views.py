@@ -73,7 +73,9 @@ class CounterView(PresenceMixin, LiveView):
         # the database or Redis, not here. So the visitor's own count starts
         # over, and the total is read again from the store, where it survived.
         self.count = 0
-        self.total = shared.read_total()
+        # int(): djust's check V008 reads mount() and wants state it can see is
+        # JSON-serialisable (it does not follow imported helpers).
+        self.total = int(shared.read_total())
         # Registers this page (WebSocket mounts only; the first HTTP render is
         # skipped) and announces it through _broadcast_presence_change(). djust
         # removes the record when the socket closes. If a worker dies without
@@ -81,7 +83,7 @@ class CounterView(PresenceMixin, LiveView):
         # client's 30 s ping, so `online` reads high for up to a minute while
         # those visitors reconnect to another worker.
         self.track_presence()
-        self.online = self.presence_count()
+        self.online = int(self.presence_count())
 
     # An async handler runs on the worker's event loop. A plain `def` handler is
     # sent to a thread through sync_to_async on every event, a hop that cost more
