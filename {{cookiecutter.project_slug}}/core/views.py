@@ -105,14 +105,14 @@ class CounterView(PresenceMixin, LiveView):
         """
         # Pushes from different workers can arrive out of order: keeping the
         # larger figure means the total never moves backwards on screen.
-        total = max(self.total, int(total))
+        self.total = max(self.total, int(total))
         # The number of open pages is read here rather than carried in the push,
         # so a late push can never bring back a stale figure.
-        online = self.presence_count()
-        if (total, online) == (self.total, self.online):
-            self._skip_render = True  # nothing new on this page: no render
-            return
-        self.total, self.online = total, online
+        self.online = self.presence_count()
+        # djust renders after every push, and sends an empty patch when nothing
+        # changed. Setting self._skip_render would save that render, but djust
+        # then sends a "noop" frame, which its client takes as the answer to a
+        # click still in flight.
 
     def _broadcast_presence_change(self):
         """Announce an arrival or departure through the worker's throttled push.
