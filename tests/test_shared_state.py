@@ -184,6 +184,7 @@ def wait_mounted(page, timeout=15):
 
 def test_pages_on_different_workers_share_the_total_and_presence(served, background, browser, shots):
     redis, app, nginx = served
+    log_start = len(app.log_lines())
     first, second, workers = background(two_tabs_on_two_workers(app, nginx))
     print(f"\nsessions on workers {workers}")
     try:
@@ -268,3 +269,11 @@ def test_pages_on_different_workers_share_the_total_and_presence(served, backgro
         assert redis.cli("TTL", "cache:1:demo:total-clicks").strip() == "-1", "the total has a TTL"
     finally:
         background(close_all(first, second))
+    # Nothing went wrong on the way, the shutdown included (a push task left
+    # pending would show as asyncio's "Task was destroyed" ERROR).
+    troubles = [
+        line[:300]
+        for line in app.log_lines()[log_start:]
+        if '"level": "ERROR"' in line or '"level": "CRITICAL"' in line or "Could not " in line
+    ]
+    assert not troubles, "\n".join(troubles)

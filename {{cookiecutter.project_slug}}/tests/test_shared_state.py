@@ -5,6 +5,7 @@ test settings, so both pages live in this one process. The template's own
 tests run the same checks across real workers sharing Redis.
 """
 
+import asyncio
 import json
 import re
 import time
@@ -168,6 +169,9 @@ async def test_a_burst_of_clicks_costs_each_page_two_pushes_not_one_per_click():
         for _ in range(20):
             await clicker.click()
         elapsed = time.monotonic() - started
+        # However many clicks, one push at most is waiting in this worker.
+        waiting = [task for task in asyncio.all_tasks() if "_push_later" in repr(task)]
+        assert len(waiting) <= 1, waiting
         await watcher.shows(total=20)
         pushes = shared.figures_changed.pushes - before
         print(f"20 clicks in {elapsed:.2f} s made {pushes} pushes")
