@@ -23,9 +23,10 @@ import asyncio
 import contextvars
 import logging
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.core.cache import cache
-from djust.push import apush_to_view
+from djust.presence import PresenceMixin
+from djust.push import apush_to_view, origin_channel
 
 logger = logging.getLogger(__name__)
 
@@ -140,3 +141,76 @@ class ThrottledPush:
 
 
 figures_changed = ThrottledPush(PUSH_INTERVAL)
+
+
+class SharedFiguresMixin(PresenceMixin):
+    """The figures a LiveView shares with every page of its class: `total` and `online`.
+
+    `online` is djust's presence (djust.presence). By default djust keeps it in
+    each process's memory, where a worker sees only its own visitors; production
+    settings keep it in Redis (DJUST_CONFIG["PRESENCE_BACKEND"]).
+    """
+
+    # Each open page counts once. With the default (False) an anonymous
+    # visitor's tabs share one presence record, and djust removes that record
+    # when any one of them closes, so the others would stop being counted.
+    presence_unique_per_connection = True
+
+    def mount_shared_figures(self):
+        """Read the figures from the stores and count this page in (from mount())."""
+        self.total = read_total()
+        # Registers this page (WebSocket mounts only; the first HTTP render is
+        # skipped) and announces it through _broadcast_presence_change(). djust
+        # removes the record when the socket closes. If a worker dies without
+        # closing its sockets, its records expire after 60 s without the
+        # client's 30 s ping, so `online` reads high for up to a minute while
+        # those visitors reconnect to another worker.
+        self.track_presence()
+        self.online = self.presence_count()
+
+    async def count_click(self):
+        """Add one click to the total and tell the other pages."""
+        self.total = max(self.total, await add_click())
+        # This page's own patch shows the new total at once; djust skips this
+        # page when the push comes back to it.
+        await figures_changed(self.total)
+
+    def shared_figures(self):
+        return {"total": self.total, "online": self.online}
+
+    def handle_shared_figures(self, total=0, **kwargs):
+        """Take the figures another page's click or arrival announced (a server push).
+
+        Runs on every open page of the view. Not an @event_handler, so djust
+        lets server pushes call it (its name starts with handle_) but not browsers.
+        """
+        # Pushes from different workers can arrive out of order: keeping the
+        # larger figure means the total never moves backwards on screen.
+        self.total = max(self.total, int(total))
+        # The number of open pages is read here rather than carried in the push,
+        # so a late push can never bring back a stale figure.
+        self.online = self.presence_count()
+        # djust renders after every push, and sends an empty patch when nothing
+        # changed. Setting self._skip_render would save that render, but djust
+        # then sends a "noop" frame, which its client takes as the answer to a
+        # click still in flight.
+
+    def _broadcast_presence_change(self):
+        """Announce an arrival or departure through the worker's throttled push.
+
+        djust's own version pushes every arrival and departure to every open
+        page at once: a deploy that reconnects N pages costs N x N renders.
+        Overriding this hook (djust 1.2.6, djust/presence.py) puts presence
+        changes under the same throttle as clicks. djust calls it from a worker
+        thread, so the push is handed to the event loop with async_to_sync.
+        """
+        # Marked as this page's own, as djust marks pushes made by an event
+        # handler: the page already shows its own arrival, so it skips the echo.
+        own_channel = getattr(getattr(self, "_ws_consumer", None), "channel_name", None)
+        token = origin_channel.set(own_channel)
+        try:
+            async_to_sync(figures_changed)()
+        except Exception as exc:  # a closed loop at shutdown, Redis away
+            logger.warning("Could not announce a presence change: %r", exc)
+        finally:
+            origin_channel.reset(token)
