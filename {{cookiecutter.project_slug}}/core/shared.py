@@ -20,6 +20,7 @@ the whole cluster (a Redis lock) instead of one per worker.
 """
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 
@@ -110,6 +111,18 @@ class ThrottledPush:
             # asgiref sends sync_to_async calls to the caller's thread, which
             # may be long gone by then. This push carries everyone's changes.
             self._trailing = loop.create_task(self._push_later(wait), context=contextvars.Context())
+
+    async def aclose(self):
+        """Cancel a push still waiting in this event loop.
+
+        A worker's loop ends only at shutdown, where asyncio cancels it anyway;
+        the tests' loops end after each test (tests/conftest.py).
+        """
+        task, self._trailing = self._trailing, None
+        if task is not None and task.get_loop() is asyncio.get_running_loop():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _push_later(self, wait):
         try:
