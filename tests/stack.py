@@ -555,6 +555,7 @@ class LiveSession:
         self.socket = None
         self.session_id = None
         self.extensions = None  # the server's Sec-WebSocket-Extensions answer
+        self.mounted = None  # the mount frame
 
     async def open(self, timeout=15):
         import json
@@ -590,6 +591,7 @@ class LiveSession:
         mounted = await self.receive(lambda m: m.get("type") in ("mount", "error"), timeout)
         if mounted["type"] != "mount":
             raise AssertionError(f"mount refused: {mounted}")
+        self.mounted = mounted  # its html is the page as first rendered
         return self
 
     async def receive(self, accept, timeout=15):
