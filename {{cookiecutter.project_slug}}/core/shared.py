@@ -157,7 +157,9 @@ figures_changed = ThrottledPush(PUSH_INTERVAL)
 
 
 class SharedFiguresMixin(PresenceMixin):
-    """The figures a LiveView shares with every page of its class: `total` and `online`.
+    """What a counter page shares with every other open one: `total` and `online`.
+
+    Mixed into COUNTER_VIEW, the view every push goes to.
 
     `online` is djust's presence (djust.presence). By default djust keeps it in
     each process's memory, where a worker sees only its own visitors; production
