@@ -211,6 +211,11 @@ class Cluster:
         """Status of path on the app host, asked from the lb host, as Nginx or an operator would."""
         return self.apps[role].status(path, netns=self.network["lb"].netns)
 
+    def page(self, role, path="/"):
+        """Status of a page load asked of one app host directly, as Nginx forwards it."""
+        headers = {"Host": self.project.domain, "X-Forwarded-Proto": "https"}
+        return self.apps[role].status(path, netns=self.network["lb"].netns, headers=headers)
+
     def lose(self, role):
         """Power cut: SIGKILL to every process of the host at once. The pids killed."""
         killed = netns.kill_all(self.network[role].netns)

@@ -303,21 +303,22 @@ class AppServer:
     def _live(self):
         if self.process.poll() is not None:
             raise RuntimeError(f"bin/serve exited with {self.process.returncode}\n{self.tail()}")
-        return netns_run_in(self.netns, self._answers, "/health/live/", timeout=10) == 200
+        return netns_run_in(self.netns, self._answers, "/health/live/", 2, timeout=10) == 200
 
-    def _answers(self, path):
+    def _answers(self, path, timeout, headers=None):
         """The status of GET path asked directly of this server (None if it does not answer)."""
         try:
-            with urllib.request.urlopen(f"http://{self.host}:{self.port}{path}", timeout=2) as response:
+            request = urllib.request.Request(f"http://{self.host}:{self.port}{path}", headers=headers or {})
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status
         except urllib.error.HTTPError as error:
             return error.code
         except (urllib.error.URLError, OSError):
             return None
 
-    def status(self, path, netns=None):
+    def status(self, path, netns=None, timeout=10, headers=None):
         """GET path on this server from inside netns (default: its own host), as a probe would."""
-        return netns_run_in(netns or self.netns, self._answers, path, timeout=10)
+        return netns_run_in(netns or self.netns, self._answers, path, timeout, headers, timeout=timeout + 5)
 
     @property
     def pid(self):

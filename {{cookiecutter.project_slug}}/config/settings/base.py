@@ -54,6 +54,9 @@ MIDDLEWARE = [
     # After CSPMiddleware so it sees the response first: it puts the request's
     # nonce on the inline scripts djust injects, before the CSP header is built.
     "core.middleware.InlineScriptNonceMiddleware",
+    # Last, so it is the first to see a view's exception: Redis or the database
+    # unreachable becomes a 503 that the proxy retries on another app host.
+    "core.middleware.DependencyUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
