@@ -16,7 +16,7 @@ import time
 import pytest
 
 from tests.cluster import Cluster
-from tests.cluster_load import PageLoads
+from tests.cluster_load import PageLoads, Visitors
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.xdist_group("cluster")]
 
@@ -66,6 +66,112 @@ def test_the_cluster_answers_through_the_balancer(cluster):
     statuses = {r.status for r in loads.requests}
     assert statuses == {200}, [r for r in loads.requests if r.status != 200][:3]
     assert cluster.health("app1") == cluster.health("app2") == 200
+
+
+# --- Requirement 2: a rolling deploy under load ------------------------------------------
+
+
+def rolling_deploy(cluster):
+    """The runbook's procedure, host by host: stop, start, wait for /health/ 200, next."""
+    steps = {}
+    for role in ("app1", "app2"):
+        started = time.monotonic()
+        exit_code = cluster.stop(role)
+        stopped = time.monotonic()
+        cluster.start_app(role)
+        waited = cluster.wait_healthy(role)
+        steps[role] = {
+            "stop s": round(stopped - started, 2),
+            "exit code": exit_code,
+            "start until /health/ 200 s": round(time.monotonic() - stopped, 2),
+            "of which waiting for /health/ s": round(waited, 2),
+        }
+    return steps
+
+
+def test_a_rolling_deploy_under_load_loses_nothing(cluster):
+    visitors = Visitors(**users(cluster), count=50).start()
+    loads = PageLoads(**users(cluster), threads=3).start()
+    try:
+        time.sleep(2)
+        began = time.monotonic()
+        steps = rolling_deploy(cluster)
+        ended = time.monotonic()
+        # Sessions closed by the second restart have 5 s to come back; then a few
+        # more clicks show that every session answers.
+        time.sleep(7)
+    finally:
+        loads.stop()
+        visitors.stop()
+    failures = loads.failures()
+    summary = visitors.summary()
+    slow = [t for t in visitors.reconnect_times() if t > 5]
+    unanswered = [(v.number, v.unanswered) for v in visitors.visitors if v.unanswered]
+    figures(
+        "requirement 2: rolling deploy (app1, then app2) under load",
+        {
+            "deploy took s": round(ended - began, 2),
+            **{f"{role} {name}": value for role, step in steps.items() for name, value in step.items()},
+            "HTTP requests (GET / and /health/)": len(loads.requests),
+            "HTTP requests during the deploy": len(loads.between(began, ended)),
+            "HTTP failures": len(failures),
+            "slowest HTTP request s": round(max(r.seconds for r in loads.requests), 3),
+            **summary,
+        },
+    )
+    assert not failures, (
+        f"{len(failures)} of {len(loads.requests):,} page loads failed during the rolling deploy "
+        f"(first: {failures[0]})\n{cluster.nginx_errors()}"
+    )
+    assert not visitors.not_back(), (
+        f"{len(visitors.not_back())} of 50 users were left without a live page after the deploy\n"
+        f"{cluster.logs('app2')}"
+    )
+    assert not slow, f"{len(slow)} reconnects took more than 5 s (longest {max(slow):.1f} s): {summary}"
+    assert not unanswered, (
+        f"{len(unanswered)} users clicked and got no answer on a live socket: {unanswered[:3]}"
+    )
+
+
+# --- Requirement 3: host loss ---------------------------------------------------------
+
+
+def test_losing_a_host_costs_at_most_one_percent_of_requests(cluster):
+    visitors = Visitors(**users(cluster), count=50).start()
+    loads = PageLoads(**users(cluster), threads=3).start()
+    try:
+        time.sleep(2)
+        lost = time.monotonic()
+        killed = cluster.lose("app1")
+        time.sleep(10)
+        window_end = time.monotonic()
+        time.sleep(1)
+    finally:
+        loads.stop()
+        visitors.stop()
+        cluster.start_app("app1")
+        cluster.wait_healthy("app1")
+    during = loads.between(lost, window_end)
+    failures = loads.failures(lost, window_end)
+    summary = visitors.summary()
+    slow = [t for t in visitors.reconnect_times() if t > 10]
+    figures(
+        "requirement 3: app1 loses power (SIGKILL to all of its processes)",
+        {
+            "processes killed": len(killed),
+            "HTTP requests in the 10 s after": len(during),
+            "HTTP failures in the 10 s after": len(failures),
+            "failure %": round(100 * len(failures) / max(len(during), 1), 2),
+            "slowest HTTP request s": round(max(r.seconds for r in during), 3),
+            **summary,
+        },
+    )
+    assert len(failures) <= 0.01 * len(during), (
+        f"{len(failures)} of {len(during)} page loads failed in the 10 s after app1 died "
+        f"(first: {failures[0]})\n{cluster.nginx_errors()}"
+    )
+    assert not visitors.not_back(), f"{len(visitors.not_back())} of 50 users never got a live page back"
+    assert not slow, f"{len(slow)} users took more than 10 s to get back on app2 (longest {max(slow):.1f} s)"
 
 
 # --- Requirement 4: a host cut off from Redis and PostgreSQL only -----------------------
