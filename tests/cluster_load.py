@@ -107,6 +107,8 @@ class Visitor:
     in_flight_at_close: int = 0  # events whose socket the server closed before answering
     unanswered: list = field(default_factory=list)  # (ref, why) on sockets that stayed open
     failed_attempts: int = 0
+    answer_seconds: list = field(default_factory=list)  # click to its answer
+    open_seconds: list = field(default_factory=list)  # connect, TLS and mount of each reconnect
     session: LiveSession | None = None
     last_mount: float = 0.0
 
@@ -168,48 +170,76 @@ class Visitors:
         deadline = time.monotonic() + limit_seconds
         await asyncio.gather(*(self._visit(visitor, deadline) for visitor in self.visitors))
 
-    async def _visit(self, visitor, deadline):
+    async def _read(self, session, replies):
+        """Read every message of one socket; hand answers to their clicks. Returns when it closes."""
         import websockets
 
+        try:
+            async for raw in session.socket:
+                # Pushes (other users' totals) arrive unsolicited: only answers carry a ref.
+                waiting = replies.pop(json.loads(raw).get("ref"), None)
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(time.monotonic())
+        except websockets.ConnectionClosed:
+            pass
+        closed_at = time.monotonic()
+        for waiting in replies.values():
+            if not waiting.done():
+                waiting.set_exception(ConnectionResetError("socket closed before the answer"))
+        return closed_at
+
+    async def _visit(self, visitor, deadline):
+        from websockets.protocol import State
+
         ref = visitor.number * 1_000_000
+        replies, reader = {}, None
+        # People do not click in step: each visitor starts at its own point of the interval.
+        await asyncio.sleep(self.interval * visitor.number / self.count)
         while not self._stop.is_set() and time.monotonic() < deadline:
             if visitor.session is None:
                 await self._reconnect(visitor, deadline)
                 continue
-            ref += 1
-            visitor.sent += 1
-            try:
-                await visitor.session.socket.send(
-                    json.dumps({"type": "event", "event": "increment", "params": {}, "ref": ref})
-                )
-                # Pushes (other users' totals) arrive unsolicited: skip all but this ref's answer.
-                await visitor.session.receive(lambda m, ref=ref: m.get("ref") == ref, self.reply_timeout)
-                visitor.answered += 1
-            except websockets.ConnectionClosed:
-                visitor.in_flight_at_close += 1
-                self._closed(visitor)
-                continue
-            except TimeoutError:
-                visitor.unanswered.append((ref, f"no answer within {self.reply_timeout} s"))
-            # Between clicks, notice a close the moment it happens: reconnect times
-            # count from the socket's close, not from the next click.
-            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-                await asyncio.wait_for(visitor.session.socket.wait_closed(), self.interval)
-                self._closed(visitor)
+            if reader is None:
+                replies = {}
+                reader = asyncio.ensure_future(self._read(visitor.session, replies))
+            # A socket the server has closed is not clicked on (the reader is about to see it).
+            if not reader.done() and visitor.session.socket.state is State.OPEN:
+                ref += 1
+                visitor.sent += 1
+                answer = replies[ref] = asyncio.get_running_loop().create_future()
+                clicked = time.monotonic()
+                try:
+                    await visitor.session.socket.send(
+                        json.dumps({"type": "event", "event": "increment", "params": {}, "ref": ref})
+                    )
+                    answered_at = await asyncio.wait_for(answer, self.reply_timeout)
+                    visitor.answer_seconds.append(answered_at - clicked)
+                    visitor.answered += 1
+                except TimeoutError:
+                    visitor.unanswered.append((ref, f"no answer within {self.reply_timeout} s"))
+                except Exception:  # the socket closed before the answer came
+                    visitor.in_flight_at_close += 1
+            # Between clicks, a close is noticed the moment the reader sees it.
+            await asyncio.wait({reader}, timeout=self.interval)
+            if reader.done():
+                # Reconnect times count from the socket's close, not from the next click.
+                visitor.closes.append(reader.result())
+                visitor.session, reader = None, None
         if visitor.session is not None:
             with contextlib.suppress(Exception):
                 await visitor.session.close()
-
-    def _closed(self, visitor):
-        visitor.closes.append(time.monotonic())
-        visitor.session = None
+        if reader is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(reader, 10)
 
     async def _reconnect(self, visitor, deadline):
         """As djust's client does: try again at once, then back off (0.1 s doubling, 1 s at most)."""
         delay = 0.1
         while not self._stop.is_set() and time.monotonic() < deadline:
             try:
+                attempt = time.monotonic()
                 session = await self._session().open(timeout=10)
+                visitor.open_seconds.append(time.monotonic() - attempt)
             except Exception:  # refused, 502, closed during mount: try again
                 visitor.failed_attempts += 1
                 await asyncio.sleep(delay)
@@ -233,6 +263,8 @@ class Visitors:
 
     def summary(self):
         times = self.reconnect_times()
+        answers = [s for v in self.visitors for s in v.answer_seconds]
+        opens = [s for v in self.visitors for s in v.open_seconds]
         return {
             "sessions": self.count,
             "socket closes": sum(len(v.closes) for v in self.visitors),
@@ -246,6 +278,10 @@ class Visitors:
             ),
             "events unanswered on an open socket": sum(len(v.unanswered) for v in self.visitors),
             "failed reconnect attempts": sum(v.failed_attempts for v in self.visitors),
+            "click to answer median s": round(statistics.median(answers), 3) if answers else None,
+            "click to answer max s": round(max(answers), 3) if answers else None,
+            "reconnect: connect+TLS+mount median s": round(statistics.median(opens), 3) if opens else None,
+            "reconnect: connect+TLS+mount max s": round(max(opens), 3) if opens else None,
         }
 
     def not_back(self):

@@ -91,7 +91,7 @@ def rolling_deploy(cluster):
 
 def test_a_rolling_deploy_under_load_loses_nothing(cluster):
     visitors = Visitors(**users(cluster), count=50).start()
-    loads = PageLoads(**users(cluster), threads=3).start()
+    loads = PageLoads(**users(cluster), threads=2, pause=0.05).start()
     try:
         time.sleep(2)
         began = time.monotonic()
@@ -138,7 +138,7 @@ def test_a_rolling_deploy_under_load_loses_nothing(cluster):
 
 def test_losing_a_host_costs_at_most_one_percent_of_requests(cluster):
     visitors = Visitors(**users(cluster), count=50).start()
-    loads = PageLoads(**users(cluster), threads=3).start()
+    loads = PageLoads(**users(cluster), threads=2, pause=0.05).start()
     try:
         time.sleep(2)
         lost = time.monotonic()
