@@ -62,7 +62,8 @@ class Network:
         "app1": {"front": f"{FRONT}.11", "back": f"{BACK}.11"},
         "app2": {"front": f"{FRONT}.12", "back": f"{BACK}.12"},
         "data": {"back": f"{BACK}.20"},
-        "client": {"front": f"{FRONT}.30", "extra_front": [f"{FRONT}.31"]},
+        # Several addresses: users behind different NATs, for the sticky-sessions checks.
+        "client": {"front": f"{FRONT}.30", "extra_front": [f"{FRONT}.{n}" for n in range(31, 38)]},
     }
 
     def __init__(self, prefix=None):
@@ -224,6 +225,16 @@ class Cluster:
             app.process.wait(timeout=10)
             app.log.close()
         return killed
+
+    def sockets_accepted(self, address):
+        """{role: WebSockets that host accepted from this client address}, from its own log.
+
+        bin/serve logs each accepted WebSocket with the client's address, which
+        it reads from X-Forwarded-For because the balancer is trusted
+        (FORWARDED_ALLOW_IPS): what an operator would grep for, no test-only header.
+        """
+        needle = f'{address}:0 - \\"WebSocket /ws/live/\\" [accepted]'
+        return {role: sum(needle in line for line in app.log_lines()) for role, app in self.apps.items()}
 
     def logs(self, role, lines=30):
         return f"--- {role} log (tail) ---\n{self.apps[role].tail(lines)}"

@@ -10,12 +10,14 @@ issue's requirements; everything else is measured and printed, not asserted.
 One cluster at a time on this machine: every test here is in one xdist group.
 """
 
+import asyncio
 import os
 import time
 
 import pytest
 
-from tests.cluster import Cluster
+from tests import netns
+from tests.cluster import Cluster, default_prefix
 from tests.cluster_load import PageLoads, Visitors
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.xdist_group("cluster")]
@@ -172,6 +174,55 @@ def test_losing_a_host_costs_at_most_one_percent_of_requests(cluster):
     )
     assert not visitors.not_back(), f"{len(visitors.not_back())} of 50 users never got a live page back"
     assert not slow, f"{len(slow)} users took more than 10 s to get back on app2 (longest {max(slow):.1f} s)"
+
+
+# --- Requirement 6: sticky sessions ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sticky_cluster(bake, tmp_path_factory, cluster):
+    """The sticky-sessions variant on its own hosts (after the default cluster's tests)."""
+    project = bake(STICKY).sync()
+    running = Cluster(project, tmp_path_factory.mktemp("sticky"), prefix=f"{default_prefix()}s").start()
+    yield running
+    running.close()
+
+
+def test_sticky_sessions_keep_each_address_on_one_host_and_spread_addresses(sticky_cluster):
+    client = sticky_cluster.network["client"]
+    addresses = [client.front, *client.extra_front]
+    reconnects = 4
+
+    def sessions_from(address):
+        visitors = Visitors(**users(sticky_cluster, source=address), count=1)
+
+        async def scenario():
+            for _ in range(reconnects):
+                session = await visitors._session().open(timeout=30)
+                await session.close()
+
+        return asyncio.run(scenario())
+
+    for address in addresses:
+        netns.run_in(client.netns, sessions_from, address, timeout=120)
+    placed = {address: sticky_cluster.sockets_accepted(address) for address in addresses}
+    hosts_of = {
+        address: sorted(role for role, count in counts.items() if count) for address, counts in placed.items()
+    }
+    spread = {role: [a for a, roles in hosts_of.items() if roles == [role]] for role in ("app1", "app2")}
+    figures(
+        "requirement 6: sticky sessions (the py3.11-sticky-nosentry variant)",
+        {
+            f"sockets per host, {reconnects} connections from each address": placed,
+            "addresses on app1": len(spread["app1"]),
+            "addresses on app2": len(spread["app2"]),
+        },
+    )
+    moved = {address: counts for address, counts in placed.items() if len(hosts_of[address]) != 1}
+    assert not moved, f"users were moved between app hosts across reconnects: {moved}"
+    assert spread["app1"] and spread["app2"], (
+        f"all {len(addresses)} client addresses landed on one app host: {hosts_of}"
+    )
 
 
 # --- Requirement 4: a host cut off from Redis and PostgreSQL only -----------------------
