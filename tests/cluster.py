@@ -49,6 +49,16 @@ class Host:
     extra_front: list = field(default_factory=list)  # more client addresses
 
 
+def missing_requirements():
+    """Why a cluster cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    for tool in ("ip", "nginx", "redis-server"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            return f"{tool} is not installed (./scripts/test installs it)"
+    return None
+
+
 def default_prefix():
     """Unique per test process, short enough for interface and namespace names."""
     return f"djc{os.getpid()}"
@@ -225,6 +235,17 @@ class Cluster:
             app.process.wait(timeout=10)
             app.log.close()
         return killed
+
+    def users(self, source=None, **options):
+        """Arguments for cluster_load's PageLoads and Visitors: the client host, through the balancer."""
+        client = self.network["client"]
+        return dict(
+            namespace=client.netns,
+            balancer=self.network["lb"].front,
+            domain=self.project.domain,
+            source=source or client.front,
+            **options,
+        )
 
     def sockets_accepted(self, address):
         """{role: WebSockets that host accepted from this client address}, from its own log.

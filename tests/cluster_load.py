@@ -287,3 +287,10 @@ class Visitors:
     def not_back(self):
         """Visitors whose socket is closed at the end (never reconnected)."""
         return [v.number for v in self.visitors if v.session is None]
+
+
+def print_figures(title, values):
+    """Print one test's figures as one block (pytest -s shows them; grep for [cluster])."""
+    print(f"\n[cluster] {title}")
+    for name, value in values.items():
+        print(f"[cluster]   {name}: {value}")

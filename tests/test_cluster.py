@@ -10,33 +10,16 @@ issue's requirements; everything else is measured and printed, not asserted.
 One cluster at a time on this machine: every test here is in one xdist group.
 """
 
-import asyncio
-import os
 import time
 
 import pytest
 
-from tests import netns
-from tests.cluster import Cluster, default_prefix
-from tests.cluster_load import PageLoads, Visitors
+from tests.cluster import Cluster, missing_requirements
+from tests.cluster_load import PageLoads, Visitors, print_figures
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.xdist_group("cluster")]
 
 DEFAULT = "default"
-STICKY = "py3.11-sticky-nosentry"
-
-
-def missing_requirements():
-    if os.geteuid() != 0:
-        return "network namespaces need root"
-    return None
-
-
-def figures(title, values):
-    """Print one test's figures as one readable block."""
-    print(f"\n[cluster] {title}")
-    for name, value in values.items():
-        print(f"[cluster]   {name}: {value}")
 
 
 @pytest.fixture(scope="module")
@@ -50,19 +33,8 @@ def cluster(bake, tmp_path_factory):
     running.close()
 
 
-def users(cluster, source=None, **options):
-    client = cluster.network["client"]
-    return dict(
-        namespace=client.netns,
-        balancer=cluster.network["lb"].front,
-        domain=cluster.project.domain,
-        source=source or client.front,
-        **options,
-    )
-
-
 def test_the_cluster_answers_through_the_balancer(cluster):
-    loads = PageLoads(**users(cluster), threads=1).start()
+    loads = PageLoads(**cluster.users(), threads=1).start()
     time.sleep(2)
     loads.stop()
     statuses = {r.status for r in loads.requests}
@@ -92,8 +64,8 @@ def rolling_deploy(cluster):
 
 
 def test_a_rolling_deploy_under_load_loses_nothing(cluster):
-    visitors = Visitors(**users(cluster), count=50).start()
-    loads = PageLoads(**users(cluster), threads=2, pause=0.05).start()
+    visitors = Visitors(**cluster.users(), count=50).start()
+    loads = PageLoads(**cluster.users(), threads=2, pause=0.05).start()
     try:
         time.sleep(2)
         began = time.monotonic()
@@ -109,7 +81,7 @@ def test_a_rolling_deploy_under_load_loses_nothing(cluster):
     summary = visitors.summary()
     slow = [t for t in visitors.reconnect_times() if t > 5]
     unanswered = [(v.number, v.unanswered) for v in visitors.visitors if v.unanswered]
-    figures(
+    print_figures(
         "requirement 2: rolling deploy (app1, then app2) under load",
         {
             "deploy took s": round(ended - began, 2),
@@ -139,8 +111,8 @@ def test_a_rolling_deploy_under_load_loses_nothing(cluster):
 
 
 def test_losing_a_host_costs_at_most_one_percent_of_requests(cluster):
-    visitors = Visitors(**users(cluster), count=50).start()
-    loads = PageLoads(**users(cluster), threads=2, pause=0.05).start()
+    visitors = Visitors(**cluster.users(), count=50).start()
+    loads = PageLoads(**cluster.users(), threads=2, pause=0.05).start()
     try:
         time.sleep(2)
         lost = time.monotonic()
@@ -157,7 +129,7 @@ def test_losing_a_host_costs_at_most_one_percent_of_requests(cluster):
     failures = loads.failures(lost, window_end)
     summary = visitors.summary()
     slow = [t for t in visitors.reconnect_times() if t > 10]
-    figures(
+    print_figures(
         "requirement 3: app1 loses power (SIGKILL to all of its processes)",
         {
             "processes killed": len(killed),
@@ -176,61 +148,12 @@ def test_losing_a_host_costs_at_most_one_percent_of_requests(cluster):
     assert not slow, f"{len(slow)} users took more than 10 s to get back on app2 (longest {max(slow):.1f} s)"
 
 
-# --- Requirement 6: sticky sessions ------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def sticky_cluster(bake, tmp_path_factory, cluster):
-    """The sticky-sessions variant on its own hosts (after the default cluster's tests)."""
-    project = bake(STICKY).sync()
-    running = Cluster(project, tmp_path_factory.mktemp("sticky"), prefix=f"{default_prefix()}s").start()
-    yield running
-    running.close()
-
-
-def test_sticky_sessions_keep_each_address_on_one_host_and_spread_addresses(sticky_cluster):
-    client = sticky_cluster.network["client"]
-    addresses = [client.front, *client.extra_front]
-    reconnects = 4
-
-    def sessions_from(address):
-        visitors = Visitors(**users(sticky_cluster, source=address), count=1)
-
-        async def scenario():
-            for _ in range(reconnects):
-                session = await visitors._session().open(timeout=30)
-                await session.close()
-
-        return asyncio.run(scenario())
-
-    for address in addresses:
-        netns.run_in(client.netns, sessions_from, address, timeout=120)
-    placed = {address: sticky_cluster.sockets_accepted(address) for address in addresses}
-    hosts_of = {
-        address: sorted(role for role, count in counts.items() if count) for address, counts in placed.items()
-    }
-    spread = {role: [a for a, roles in hosts_of.items() if roles == [role]] for role in ("app1", "app2")}
-    figures(
-        "requirement 6: sticky sessions (the py3.11-sticky-nosentry variant)",
-        {
-            f"sockets per host, {reconnects} connections from each address": placed,
-            "addresses on app1": len(spread["app1"]),
-            "addresses on app2": len(spread["app2"]),
-        },
-    )
-    moved = {address: counts for address, counts in placed.items() if len(hosts_of[address]) != 1}
-    assert not moved, f"users were moved between app hosts across reconnects: {moved}"
-    assert spread["app1"] and spread["app2"], (
-        f"all {len(addresses)} client addresses landed on one app host: {hosts_of}"
-    )
-
-
 # --- Requirement 4: a host cut off from Redis and PostgreSQL only -----------------------
 
 
 def test_a_host_cut_off_from_its_data_answers_503_and_users_see_no_5xx(cluster):
     """app1 loses its back-network link; its users' link stays up."""
-    loads = PageLoads(**users(cluster), paths=("/",), threads=3).start()
+    loads = PageLoads(**cluster.users(), paths=("/",), threads=3).start()
     try:
         time.sleep(1)
         cut = time.monotonic()
@@ -255,7 +178,7 @@ def test_a_host_cut_off_from_its_data_answers_503_and_users_see_no_5xx(cluster):
     during = loads.between(cut, window_end)
     errors = [r for r in during if r.status is None or r.status >= 500]
     statuses = sorted({r.status for r in during}, key=str)
-    figures(
+    print_figures(
         "requirement 4: app1 cut off from Redis and PostgreSQL",
         {
             "app1 /health/ probes (sent s after the cut, status, took s)": probes,
