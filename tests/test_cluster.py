@@ -10,12 +10,16 @@ issue's requirements; everything else is measured and printed, not asserted.
 One cluster at a time on this machine: every test here is in one xdist group.
 """
 
+import asyncio
+import re
 import time
 
 import pytest
 
-from tests.cluster import Cluster, missing_requirements
+from tests import netns
+from tests.cluster import APP_PORT, Cluster, missing_requirements
 from tests.cluster_load import PageLoads, Visitors, print_figures
+from tests.stack import LiveSession
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.xdist_group("cluster")]
 
@@ -40,6 +44,75 @@ def test_the_cluster_answers_through_the_balancer(cluster):
     statuses = {r.status for r in loads.requests}
     assert statuses == {200}, [r for r in loads.requests if r.status != 200][:3]
     assert cluster.health("app1") == cluster.health("app2") == 200
+
+
+# --- Requirement 1: shared state across hosts ---------------------------------------------
+
+
+def figure_of(html, element_id):
+    """The number shown in the element with this id, from a mount's HTML (None if absent)."""
+    match = re.search(rf'id="{element_id}"[^>]*>([^<]*)<', html)
+    digits = re.sub(r"\D", "", match.group(1)) if match else ""
+    return int(digits) if digits else None
+
+
+def test_two_sessions_on_different_hosts_see_each_others_clicks(cluster):
+    """A session on app1 clicks; one on app2 shows the new total (djust push over the channel layer)."""
+
+    async def scenario():
+        # Straight to each app host from the balancer's host, as Nginx connects: one
+        # session per host, whatever the balancer would have chosen.
+        sessions = {}
+        for role in ("app1", "app2"):
+            host = cluster.network[role].front
+            sessions[role] = await LiveSession(
+                f"ws://{host}:{APP_PORT}/ws/live/", f"https://{cluster.project.domain}",
+                additional_headers={"X-Forwarded-Proto": "https"},
+            ).open(timeout=30)  # fmt: skip
+        try:
+            mounted = {role: s.mount for role, s in sessions.items()}
+            before = figure_of(mounted["app2"]["html"], "total")
+            if before is None:
+                return None
+            online = figure_of(mounted["app2"]["html"], "online")
+            clicked = time.monotonic()
+            await sessions["app1"].increment(1, timeout=10)
+            expected = str(before + 1)
+
+            def shows_total(message):
+                patches = message.get("patches") or []
+                return any(p.get("text") == expected for p in patches if isinstance(p, dict))
+
+            await sessions["app2"].receive(shows_total, timeout=10)
+            delay = time.monotonic() - clicked
+            # A third page, opened now, counts the two sessions above as online.
+            third = await LiveSession(
+                f"ws://{cluster.network['app2'].front}:{APP_PORT}/ws/live/",
+                f"https://{cluster.project.domain}",
+                additional_headers={"X-Forwarded-Proto": "https"},
+            ).open(timeout=30)
+            online_seen = figure_of(third.mount["html"], "online")
+            await third.close()
+            return {
+                "total before": before,
+                "delay s": round(delay, 3),
+                "online when app2's session mounted": online,
+                "online seen by a third page": online_seen,
+            }
+        finally:
+            for session in sessions.values():
+                await session.close()
+
+    result = netns.run_in(cluster.network["lb"].netns, asyncio.run, scenario(), timeout=120)
+    if result is None:
+        pytest.skip("the counter page has no #total yet (the demo of issue 11 is not merged)")
+    print_figures("requirement 1: shared state across hosts", result)
+    assert result["delay s"] <= 1, (
+        f"a click on app1 reached app2's page after {result['delay s']} s, not within 1 s"
+    )
+    assert result["online seen by a third page"] >= 3, (
+        f"#online shows {result['online seen by a third page']} with three pages open on two hosts"
+    )
 
 
 # --- Requirement 2: a rolling deploy under load ------------------------------------------
