@@ -137,6 +137,11 @@ def rolling_deploy(cluster):
 
 
 def test_a_rolling_deploy_under_load_loses_nothing(cluster):
+    check_rolling_deploy(cluster)
+
+
+def check_rolling_deploy(cluster):
+    """Run the runbook's rolling deploy under load; print the figures; assert the issue's bounds."""
     visitors = Visitors(**cluster.users(), count=50).start()
     loads = PageLoads(**cluster.users(), threads=2, pause=0.05).start()
     try:
@@ -155,7 +160,7 @@ def test_a_rolling_deploy_under_load_loses_nothing(cluster):
     slow = [t for t in visitors.reconnect_times() if t > 5]
     unanswered = [(v.number, v.unanswered) for v in visitors.visitors if v.unanswered]
     print_figures(
-        "requirement 2: rolling deploy (app1, then app2) under load",
+        f"requirement 2: rolling deploy (app1, then app2) under load, {cluster.project.variant}",
         {
             "deploy took s": round(ended - began, 2),
             **{f"{role} {name}": value for role, step in steps.items() for name, value in step.items()},
