@@ -289,8 +289,14 @@ class Visitors:
         return [v.number for v in self.visitors if v.session is None]
 
 
+# Figure blocks printed by the running test; tests/conftest.py moves them into its report,
+# so they reach the terminal summary from pytest-xdist workers too.
+FIGURES = []
+
+
 def print_figures(title, values):
-    """Print one test's figures as one block (pytest -s shows them; grep for [cluster])."""
-    print(f"\n[cluster] {title}")
-    for name, value in values.items():
-        print(f"[cluster]   {name}: {value}")
+    """Print one test's figures as one block, and keep it for the terminal summary."""
+    lines = [f"[cluster] {title}", *(f"[cluster]   {name}: {value}" for name, value in values.items())]
+    block = "\n".join(lines)
+    print(f"\n{block}")
+    FIGURES.append(block)

@@ -3,9 +3,10 @@
 tests/cluster.py builds the hosts (network namespaces `lb`, `app1`, `app2`,
 `data`, `client`) and runs the baked project on them as the runbook does;
 tests/cluster_load.py is the users: page loads and LiveView sessions from the
-client host, through the balancer. Each test prints its figures (run with -s to
-see them; they are also in the failure messages). The bounds asserted are the
-issue's requirements; everything else is measured and printed, not asserted.
+client host, through the balancer. Each test prints its figures; pytest's
+terminal summary repeats them under "measured figures" (from xdist workers too).
+The bounds asserted are the issue's requirements; everything else is measured
+and printed, not asserted.
 
 One cluster at a time on this machine: every test here is in one xdist group.
 """
