@@ -107,7 +107,9 @@ NOT_RUN = {
     ),
     ("README.md", "My djust Service"): (
         "development commands (runserver, the project's tests and linters), not a deployment: "
-        "tests/test_bake.py runs the project's tests and linters"
+        "tests/test_first_command.py types them (through the template README's first command, "
+        "`make dev` and `make test`) on a fresh Debian 12 host; tests/test_bake.py runs the "
+        "tests and linters of every variant"
     ),
     ("README.md", "Updating from the template"): (
         "updating a generated project from a newer template release (cruft), not a deployment: "
