@@ -6,7 +6,8 @@
 
 Five hosts, each a network namespace named PREFIX-<host>: `lb` runs Nginx with
 the generated site, `app1` and `app2` run the project's own `bin/serve` (two
-workers, production settings), `data` runs Redis (with its password) and
+workers, production settings), `data` runs the two Redis instances of the runbook
+(main and channel layer, with their password) and
 PostgreSQL, `client` drives load from two addresses. Two bridges live in a
 namespace of their own (PREFIX-net): the front network, where users and the
 proxy reach the app hosts, and the back network, where the app hosts reach
@@ -134,7 +135,7 @@ class Cluster:
         self.directory = Path(directory)
         self.network = Network(prefix)
         self.workers = workers
-        self.redis = self.postgres = self.nginx = None
+        self.redis = self.channels = self.postgres = self.nginx = None
         self.apps = {}
 
     # --- start ---------------------------------------------------------------------
@@ -152,9 +153,16 @@ class Cluster:
 
     def start_data(self):
         data = self.network["data"]
-        (self.directory / "redis").mkdir(parents=True, exist_ok=True)
-        self.redis = RedisServer(self.directory / "redis", port=6379, host=data.back, netns=data.netns)
-        self.redis.start()
+        # The two Redis instances of deploy/systemd/README.md "3. Redis": the main one
+        # (cache, sessions, djust state) may evict keys with a TTL; the channel layer's
+        # never evicts.
+        for name, port, limit, policy in (("redis", 6379, "256mb", "volatile-lru"),
+                                          ("channels", 6380, "64mb", "noeviction")):  # fmt: skip
+            (self.directory / name).mkdir(parents=True, exist_ok=True)
+            server = RedisServer(self.directory / name, port=port, host=data.back, netns=data.netns).start()
+            server.cli("CONFIG", "SET", "maxmemory", limit)
+            server.cli("CONFIG", "SET", "maxmemory-policy", policy)
+            setattr(self, "redis" if name == "redis" else "channels", server)
         if self.project.answers["database"] == "postgresql":
             self.postgres = Postgres(
                 port=5432, host=data.back, netns=data.netns, clients=f"{BACK}.0/24"
@@ -165,6 +173,7 @@ class Cluster:
         env = self.project.dotenv()
         env.update(
             REDIS_URL=self.redis.url,
+            CHANNEL_REDIS_URL=self.channels.url,
             DJANGO_ALLOWED_HOSTS=self.project.domain,
             FORWARDED_ALLOW_IPS=self.network["lb"].front,
             DJUST_TRUSTED_PROXY_COUNT="1",
@@ -275,6 +284,7 @@ class Cluster:
             *((self.nginx.stop,) if self.nginx else ()),
             *((self.postgres.stop,) if self.postgres else ()),
             *((self.redis.stop,) if self.redis else ()),
+            *((self.channels.stop,) if self.channels else ()),
         ):
             try:
                 stop()

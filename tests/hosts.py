@@ -45,7 +45,14 @@ SOURCES = (
     f"deb http://deb.debian.org/debian-security {SUITE}-security main\n"
 )
 # Ports a host's services take on this machine (the network is shared).
-HOST_PORTS = {80: "Nginx (HTTP)", 443: "Nginx (HTTPS)", 5432: "PostgreSQL", 6379: "Redis", 8000: "the app"}
+HOST_PORTS = {
+    80: "Nginx (HTTP)",
+    443: "Nginx (HTTPS)",
+    5432: "PostgreSQL",
+    6379: "Redis",
+    6380: "Redis for the channel layer",
+    8000: "the app",
+}
 # Inside a host: where the test stages what its stand-ins use (repository, certificate, Python).
 STAGING = "/var/lib/djust-prod-test"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

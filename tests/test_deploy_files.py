@@ -296,6 +296,13 @@ def test_compose_file_holds_the_stack(bake, variant):
     assert "--requirepass ${REDIS_PASSWORD:?" in redis_command
     assert "--maxmemory " in redis_command
     assert re.search(r"--maxmemory-policy volatile-\w+", redis_command)
+    # The channel layer on an instance of its own that never evicts (tests/test_redis_memory.py).
+    channels_command = " ".join(services["redis-channels"]["command"])
+    assert "--requirepass ${REDIS_PASSWORD:?" in channels_command
+    assert "--maxmemory " in channels_command and "--maxmemory-policy noeviction" in channels_command
+    app_env = services["web"]["environment"]
+    assert "@redis-channels:" in app_env["CHANNEL_REDIS_URL"] and "@redis:" in app_env["REDIS_URL"]
+    assert "redis-channels" in services["migrate"]["depends_on"]
     assert ("postgres" in services) == (project.answers["database"] == "postgresql")
     assert ("nginx" in services) == (project.answers["proxy"] == "nginx")
     assert services["web"]["deploy"]["replicas"] >= 2

@@ -13,7 +13,7 @@ LiveView sessions through the proxy, JSON logs, a new version deployed, restart,
 reload (Gunicorn), stop, the clearsessions timer, a power cycle, and a missing
 secret. Each failure shows `systemctl status` and the journal tail.
 
-Hosts use this machine's own ports (80, 443, 5432, 6379, 8000), so they run one at
+Hosts use this machine's own ports (80, 443, 5432, 6379, 6380, 8000), so they run one at
 a time: every host test is in one xdist group, and tests/hosts.py holds a file lock.
 """
 
@@ -400,7 +400,7 @@ class Deployment:
             self.timings[what] = round(time.monotonic() - started, 1)
 
     def units(self):
-        units = [self.unit, "redis-server.service"]
+        units = [self.unit, "redis-server.service", "redis-server@channels.service"]
         if postgresql(self.answers):
             units.append("postgresql@15-main.service")
         units.append("nginx.service")
@@ -663,6 +663,40 @@ def test_liveview_session_through_the_proxy_answers_events(deployed):
         deployed, (1, 2), f"a LiveView session through wss://{deployed.domain}/ws/live/"
     )
     assert answers == ["patch", "patch"], answers
+
+
+@on_host
+def test_channel_layer_lives_in_the_second_redis(deployed):
+    """With a session open, its channel-layer groups are on port 6380 (noeviction), none on 6379."""
+    redis_cli = (
+        f"set -a && . /etc/{deployed.slug}/env && set +a && "
+        "REDISCLI_AUTH=$REDIS_PASSWORD redis-cli --no-auth-warning -p {port} {command}"
+    )
+
+    def on_port(port, command):
+        return deployed.shell(redis_cli.format(port=port, command=command)).stdout.split()
+
+    async def scenario():
+        session = await deployed.session().open()
+        try:
+            assert (await session.increment(1))["type"] == "patch"
+            return await asyncio.to_thread(
+                lambda: {port: on_port(port, "--scan --pattern 'asgi*'") for port in (6379, 6380)}
+            )
+        finally:
+            await session.close()
+
+    try:
+        keys = arun(scenario())
+    except Exception as error:
+        deployed.fail(f"a LiveView session through the proxy failed: {error!r}", *deployed.units())
+    policies = {port: on_port(port, "CONFIG GET maxmemory-policy")[-1] for port in (6379, 6380)}
+    print(f"channel-layer keys by Redis port: {keys}; eviction policies: {policies}")
+    assert policies == {6379: "volatile-lru", 6380: "noeviction"}, policies
+    assert keys[6380], "with a session open, the channel layer wrote nothing to the Redis on port 6380"
+    assert not keys[6379], (
+        f"channel-layer keys in the evicting Redis on port 6379, where a full Redis drops them: {keys[6379]}"
+    )
 
 
 @on_host

@@ -12,8 +12,13 @@ refuses what no djust client sends with one error frame and one WARNING line,
 counted against djust's per-connection rate limit so a stream of them ends in
 a 4429 close like any other flood. Valid messages go to djust untouched.
 config.logging.ClientMistakeFilter covers the mistakes djust finds deeper in.
+
+It also keeps the session in its channel-layer groups for as long as the
+socket is open (keep_groups below).
 """
 
+import asyncio
+import contextlib
 import json
 import logging
 
@@ -36,7 +41,31 @@ class StrictLiveViewConsumer(LiveViewConsumer):
 
     async def connect(self):
         self.refused_messages = 0
+        self.group_keeper = None
         await super().connect()
+        expiry = getattr(self.channel_layer, "group_expiry", None)
+        if expiry:
+            self.group_keeper = asyncio.create_task(self.keep_groups(expiry / 3))
+
+    async def keep_groups(self, interval):
+        """Join this session's groups again every `interval` seconds.
+
+        channels-redis drops a channel from a group group_expiry seconds after it
+        joined (DJUST_SESSION_TTL here), and the group key itself expires that long
+        after the last join. djust joins once, at mount: a page left open longer
+        silently stopped receiving server pushes (measured with a 5 s expiry).
+        Joining again is one ZADD and EXPIRE per group.
+        """
+        while True:
+            await asyncio.sleep(interval)
+            groups = [getattr(self, "_view_group", None), getattr(self, "_presence_group", None)]
+            notify = getattr(self, "_db_notify_channels", ())
+            groups += [f"djust_db_notify_{name}" for name in notify]
+            for group in filter(None, groups):
+                try:
+                    await self.channel_layer.group_add(group, self.channel_name)
+                except Exception as error:  # retried at the next interval
+                    logger.warning("Could not renew channel-layer group %s: %r", group, error)
 
     async def receive(self, text_data=None, bytes_data=None):
         # Once the socket is closing (rate limit, failed auth), frames the client
@@ -55,6 +84,11 @@ class StrictLiveViewConsumer(LiveViewConsumer):
         await super().receive(text_data=text_data, bytes_data=bytes_data)
 
     async def disconnect(self, close_code):
+        keeper = getattr(self, "group_keeper", None)
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
         if getattr(self, "refused_messages", 0) > 1:
             logger.warning(
                 "Closed a WebSocket that sent %d malformed messages (code %s)",

@@ -79,6 +79,44 @@ def test_prod_settings_use_redis_for_every_shared_backend():
     }
 
 
+WHERE_REDIS = """
+import json, django
+django.setup()
+from django.conf import settings
+print(json.dumps({
+    "cache": settings.CACHES["default"]["LOCATION"],
+    "state": settings.DJUST_CONFIG["REDIS_URL"].split("?")[0],
+    "channel_layer": settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]["address"],
+    "presence": settings.DJUST_CONFIG["PRESENCE_REDIS_URL"].split("?")[0],
+}))
+"""
+
+
+@pytest.mark.parametrize("channel_url", [None, "redis://:pw@127.0.0.1:6380/0"])
+def test_channel_layer_and_presence_use_channel_redis_url(channel_url):
+    """CHANNEL_REDIS_URL moves only the channel layer and presence; unset, it is REDIS_URL."""
+    env = dict(PROD_ENV)
+    if channel_url:
+        env["CHANNEL_REDIS_URL"] = channel_url
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("DJANGO_")}
+    for name in ("REDIS_URL", "CHANNEL_REDIS_URL", "DATABASE_URL"):
+        clean.pop(name, None)
+    result = subprocess.run(
+        [sys.executable, "-c", WHERE_REDIS],
+        cwd=PROJECT_DIR,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    where = json.loads(result.stdout.strip().splitlines()[-1])
+    main = PROD_ENV["REDIS_URL"]
+    channels = channel_url or main
+    assert where == {"cache": main, "state": main, "channel_layer": channels, "presence": channels}
+
+
 @pytest.mark.parametrize("missing", ["DJANGO_SECRET_KEY", "REDIS_URL"])
 def test_prod_refuses_to_start_without_a_required_secret(missing):
     env = {key: value for key, value in PROD_ENV.items() if key != missing}

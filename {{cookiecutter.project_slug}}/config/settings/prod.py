@@ -36,20 +36,45 @@ ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["{{ cookiecutter.domain_name }
 CSRF_TRUSTED_ORIGINS = [f"https://{host.lstrip('.')}" for host in ALLOWED_HOSTS]
 
 # --- Redis: djust state, the channel layer and the cache -----------------------
+# The main Redis holds what may be evicted when it is full: the cache, sessions
+# (also in the database) and djust's render baselines (rebuilt on reconnect).
 REDIS_URL = env_required(
     "REDIS_URL", "the Redis shared by all workers, e.g. redis://:PASSWORD@127.0.0.1:6379/0"
 )
+
+# The channel layer and presence: group memberships and queued messages, which
+# must never be evicted. channels-redis puts a TTL on every key it writes
+# (groups expire after group_expiry, queues after a minute), so under the main
+# Redis' volatile-lru they are evictable like a cache entry, and the groups of
+# idle sessions are exactly its least recently used keys: a flood of page views
+# filling that Redis silently drops every push to them. maxmemory and the
+# eviction policy hold per Redis instance, so production gives this its own
+# small instance with `maxmemory-policy noeviction` (deploy/systemd/README.md,
+# compose.yaml): when that one is full, new sessions fail loudly instead.
+# Defaults to REDIS_URL, which is safe only while that Redis never reaches its
+# maxmemory (tests/test_redis_memory.py in the template measures both layouts).
+CHANNEL_REDIS_URL = env_str("CHANNEL_REDIS_URL", REDIS_URL)
 
 # Short timeouts on request paths so /health/ and pages fail fast when Redis is
 # down instead of hanging a worker thread.
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 2.0)
 
+
+def with_timeouts(url):
+    """The URL with REDIS_SOCKET_TIMEOUT in its query string, where djust's clients read it."""
+    separator = "&" if "?" in url else "?"
+    return (
+        f"{url}{separator}socket_timeout={REDIS_SOCKET_TIMEOUT}"
+        f"&socket_connect_timeout={REDIS_SOCKET_TIMEOUT}"
+    )
+
+
 DJUST_CONFIG = {
     **DJUST_CONFIG,
     "STATE_BACKEND": "redis",
-    # djust's client reads timeouts from the URL's query string.
-    "REDIS_URL": f"{REDIS_URL}{'&' if '?' in REDIS_URL else '?'}"
-    f"socket_timeout={REDIS_SOCKET_TIMEOUT}&socket_connect_timeout={REDIS_SOCKET_TIMEOUT}",
+    "REDIS_URL": with_timeouts(REDIS_URL),
+    # Read only when PRESENCE_BACKEND is "redis": presence is bookkeeping too.
+    "PRESENCE_REDIS_URL": with_timeouts(CHANNEL_REDIS_URL),
 }
 
 # https://github.com/django/channels_redis
@@ -69,7 +94,7 @@ CHANNEL_LAYERS = {
         "CONFIG": {
             "hosts": [
                 {
-                    "address": REDIS_URL,
+                    "address": CHANNEL_REDIS_URL,
                     "socket_timeout": None,
                     "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
                     "retry": AsyncRetry(ExponentialBackoff(cap=1, base=0.05), retries=5),
@@ -90,6 +115,8 @@ CACHES = {
         # Keeps cache keys apart from djust's ("djust:") and the channel layer's ("asgi").
         "KEY_PREFIX": env_str("DJANGO_CACHE_KEY_PREFIX", "cache"),
         "OPTIONS": {
+            # Without it every request opened a Redis connection (config/redis_pool.py).
+            "pool_class": "config.redis_pool.ProcessConnectionPool",
             "socket_timeout": REDIS_SOCKET_TIMEOUT,
             "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
             "retry": Retry(ExponentialBackoff(cap=1, base=0.05), retries=3),
@@ -169,7 +196,14 @@ if SENTRY_DSN:
         send_default_pii=False,
         max_request_body_size="never",
         event_scrubber=EventScrubber(
-            denylist=[*DEFAULT_DENYLIST, "secret_key", "redis_url", "database_url", "sentry_dsn"],
+            denylist=[
+                *DEFAULT_DENYLIST,
+                "secret_key",
+                "redis_url",
+                "channel_redis_url",
+                "database_url",
+                "sentry_dsn",
+            ],
             recursive=True,
         ),
     )
