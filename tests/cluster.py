@@ -6,9 +6,9 @@
 
 Five hosts, each a network namespace named PREFIX-<host>: `lb` runs Nginx with
 the generated site, `app1` and `app2` run the project's own `bin/serve` (two
-workers, production settings), `data` runs the two Redis instances of the runbook
-(main and channel layer, with their password) and
-PostgreSQL, `client` drives load from two addresses. Two bridges live in a
+workers, production settings), `data` runs the runbook's two Redis instances
+(main and channel layer, with their password) and PostgreSQL, `client` drives
+load from eight addresses. Two bridges live in a
 namespace of their own (PREFIX-net): the front network, where users and the
 proxy reach the app hosts, and the back network, where the app hosts reach
 their data, so a host can lose its data link and keep its users' link, as in a
