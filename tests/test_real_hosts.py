@@ -54,6 +54,7 @@ RUNBOOK_FILES = (
     "deploy/nginx/README.md",
     "deploy/load-balancer/README.md",
     "docs/deployment.md",
+    "deploy/monitoring/README.md",
     "README.md",
 )
 SYSTEMD = "deploy/systemd/README.md"
@@ -92,6 +93,14 @@ NEW_VERSION = [(SYSTEMD, "Deploying a new version", always)]
 PHASES = {"workstation": WORKSTATION, "install": INSTALL, "new version": NEW_VERSION}
 
 NOT_RUN = {
+    ("deploy/monitoring/README.md", "Check the files"): (
+        "promtool on the files themselves, no host needed: tests/test_monitoring.py runs this block in "
+        "the baked project"
+    ),
+    ("deploy/monitoring/README.md", "Set up Prometheus (on the monitoring host, Debian 12, as root)"): (
+        "a separate monitoring host: tests/test_monitoring.py runs Debian's prometheus with this "
+        "prometheus.yml and alerts.yml against the live service instead"
+    ),
     ("docs/deployment.md", "Path 2: Docker"): (
         "the Docker path: no Docker engine on this machine; tests/test_deploy_files.py checks the "
         "Dockerfile (hadolint) and compose.yaml (structure)"
@@ -697,6 +706,22 @@ def test_channel_layer_lives_in_the_second_redis(deployed):
     assert not keys[6379], (
         f"channel-layer keys in the evicting Redis on port 6379, where a full Redis drops them: {keys[6379]}"
     )
+
+
+@on_host
+def test_metrics_under_the_units_hardening(deployed):
+    # The workers keep their figures in the unit's RuntimeDirectory, the one place
+    # besides SQLite's that ProtectSystem=strict leaves writable; the scrape by IP
+    # (as Prometheus does) adds them up, and the public site never shows them.
+    session_answers(deployed, (1,), f"a LiveView session through wss://{deployed.domain}/ws/live/")
+    files = deployed.shell(f"ls /run/{deployed.slug}/metrics").stdout.split()
+    assert any(name.startswith("counter_") for name in files), files
+    status, _, body = deployed.by_ip("/metrics")
+    if status != 200:
+        deployed.fail(f"http://127.0.0.1:8000/metrics answered {status}: {body[:300]!r}")
+    assert re.search(rb'^liveview_events_total\{outcome="handled"\} [1-9]', body, re.MULTILINE), body[:2000]
+    status, _, body = deployed.https("/metrics")
+    assert status == 404, f"https://{deployed.domain}/metrics answered {status}"
 
 
 @on_host

@@ -4,6 +4,7 @@ Production fails at start, naming the variable, when a required value is
 missing: a typo in an env file must not become a silent default.
 """
 
+import ipaddress
 import os
 
 from django.core.exceptions import ImproperlyConfigured
@@ -59,3 +60,14 @@ def env_list(name, default=()):
     if not value:
         return list(default)
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_networks(name, default=()):
+    """Read a comma-separated list of addresses or networks (CIDR), e.g. 10.0.0.0/8,::1."""
+    networks = []
+    for item in env_list(name, default):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {item!r} is no address or network") from None
+    return networks

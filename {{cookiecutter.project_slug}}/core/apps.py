@@ -2,7 +2,12 @@ from django.apps import AppConfig
 
 
 class CoreConfig(AppConfig):
-    """The demo LiveView and the health endpoints."""
+    """The demo LiveView, the health endpoints and the metrics."""
 
     default_auto_field = "django.db.models.BigAutoField"
     name = "core"
+
+    def ready(self):
+        from core import metrics
+
+        metrics.install()

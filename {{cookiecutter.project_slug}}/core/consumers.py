@@ -14,17 +14,23 @@ a 4429 close like any other flood. Valid messages go to djust untouched.
 config.logging.ClientMistakeFilter covers the mistakes djust finds deeper in.
 
 It also keeps the session in its channel-layer groups for as long as the
-socket is open (keep_groups below).
+socket is open (keep_groups below), and records the LiveView metrics of
+core/metrics.py: djust 1.2.6 offers no hook for connects, events or pushes (its
+only signals are for errors and full re-renders), so they are counted here,
+around each call into djust, without changing what djust does.
 """
 
 import asyncio
 import contextlib
 import json
 import logging
+import time
 
 from djust.config import config as djust_config
 from djust.security.mount import is_view_path_allowed, resolve_view_class
 from djust.websocket import LiveViewConsumer
+
+from core import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +40,8 @@ CLOSE_RATE_LIMITED = 4429
 # of one page). Each mount renders a template: without a cap one 64 KB frame
 # could ask for a thousand renders.
 MAX_BATCH_MOUNTS = 20
+# Frames djust answers a message with when it refuses it or drops it.
+REFUSAL_FRAMES = {"error", "rate_limit_exceeded"}
 
 
 class StrictLiveViewConsumer(LiveViewConsumer):
@@ -42,9 +50,22 @@ class StrictLiveViewConsumer(LiveViewConsumer):
     async def connect(self):
         self.refused_messages = 0
         self.group_keeper = None
-        await super().connect()
+        self.refusals_sent = 0
+        self.counted_open = False
+        try:
+            await super().connect()
+        except Exception as error:
+            # djust joins a channel-layer group here: Redis unreachable or full.
+            if metrics.is_channel_layer_error(error):
+                metrics.BACKEND_ERRORS.labels(backend="channel_layer").inc()
+            raise
+        # djust closes some sockets inside connect() (Origin, per-IP cap).
+        if not getattr(self, "_ws_close_sent", False):
+            self.counted_open = True
+            metrics.CONNECTS.inc()
+            metrics.SESSIONS_OPEN.inc()
         expiry = getattr(self.channel_layer, "group_expiry", None)
-        if expiry:
+        if expiry and self.counted_open:
             self.group_keeper = asyncio.create_task(self.keep_groups(expiry / 3))
 
     async def keep_groups(self, interval):
@@ -75,13 +96,41 @@ class StrictLiveViewConsumer(LiveViewConsumer):
         if getattr(self, "_ws_close_sent", False):
             return
         self.mount_message = None
+        self.message_type = None
         problem = self.envelope_problem(text_data, bytes_data)
         if problem:
+            if self.message_type == "event":
+                metrics.EVENTS_MALFORMED.inc()
             await self.refuse(*problem)
             return
         if self.mount_message is not None:
             text_data = self.mount_the_page_on_screen(self.mount_message, text_data)
+        if self.message_type != "event":
+            await super().receive(text_data=text_data, bytes_data=bytes_data)
+            return
+        # An ordinary handler's patch has been handed to the server when djust
+        # returns; a refusal shows as an error frame sent meanwhile (send_json).
+        started = time.perf_counter()
+        refusals = self.refusals_sent
         await super().receive(text_data=text_data, bytes_data=bytes_data)
+        if self.refusals_sent > refusals:
+            metrics.EVENTS_REJECTED.inc()
+        else:
+            metrics.EVENTS_HANDLED.inc()
+            metrics.EVENT_SECONDS.observe(time.perf_counter() - started)
+
+    async def send_json(self, data):
+        if data.get("type") in REFUSAL_FRAMES:
+            self.refusals_sent = getattr(self, "refusals_sent", 0) + 1
+        await super().send_json(data)
+
+    async def server_push(self, event):
+        # djust skips the copy of a push that a session's own handler made
+        # (djust #1677): count only the pushes it applies.
+        sender = event.get("sender_channel")
+        if self.view_instance is not None and not (sender and sender == self.channel_name):
+            metrics.PUSHES.inc()
+        await super().server_push(event)
 
     async def disconnect(self, close_code):
         keeper = getattr(self, "group_keeper", None)
@@ -95,7 +144,19 @@ class StrictLiveViewConsumer(LiveViewConsumer):
                 self.refused_messages,
                 close_code,
             )
-        await super().disconnect(close_code)
+        # djust's __call__ may run disconnect() a second time after a failure;
+        # the flag keeps the session from leaving the gauge twice.
+        if getattr(self, "counted_open", False):
+            self.counted_open = False
+            metrics.SESSIONS_OPEN.dec()
+            metrics.DISCONNECTS.labels(code=metrics.close_code_label(close_code)).inc()
+        try:
+            await super().disconnect(close_code)
+        except Exception as error:
+            # Leaving channel-layer groups (many sessions closing at once).
+            if metrics.is_channel_layer_error(error):
+                metrics.BACKEND_ERRORS.labels(backend="channel_layer").inc()
+            raise
 
     def envelope_problem(self, text_data, bytes_data):
         """(error for the client, detail for the log), or None if djust may read it."""
@@ -116,6 +177,7 @@ class StrictLiveViewConsumer(LiveViewConsumer):
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             return "Invalid message format", "JSON that is not an object with a string 'type'"
         kind = message["type"]
+        self.message_type = kind
         if kind == "event":
             if not isinstance(message.get("event"), str):
                 return "Invalid message format", "event without a string 'event' name"

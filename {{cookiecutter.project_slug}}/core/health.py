@@ -21,6 +21,8 @@ from health_check.base import HealthCheck
 from health_check.exceptions import ServiceUnavailable
 from health_check.views import HealthCheckView
 
+from core import metrics
+
 # Per-probe deadline; django-health-check adds one second of grace, so the
 # whole answer arrives in about three seconds at worst.
 PROBE_TIMEOUT = datetime.timedelta(seconds=2)
@@ -121,6 +123,8 @@ class ReadinessView(HealthCheckView):
             for (name, _), result in zip(self.checks, results, strict=True)
         }
         healthy = all(value == "ok" for value in report.values())
+        # For the readiness alert (deploy/monitoring/): failures by check.
+        metrics.record_readiness(report)
         return JsonResponse(
             {"status": "ok" if healthy else "unavailable", "checks": report},
             status=200 if healthy else 503,

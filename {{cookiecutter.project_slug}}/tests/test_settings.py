@@ -70,7 +70,8 @@ def test_prod_settings_use_redis_for_every_shared_backend():
         "DEBUG": False,
         "state_backend": "redis",
         "channel_layer": "channels_redis.core.RedisChannelLayer",
-        "cache": "django.core.cache.backends.redis.RedisCache",
+        # Django's RedisCache, counting hits and misses for /metrics.
+        "cache": "core.cache.RedisCache",
         "session_engine": "django.contrib.sessions.backends.cached_db",
         "staticfiles": "whitenoise.storage.CompressedManifestStaticFilesStorage",
         # Idle WebSocket consumers block on Redis for minutes: no read timeout.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
 
-from config.env import env_int, env_list, env_str
+from config.env import env_int, env_list, env_networks, env_str
 from config.logging import build_logging, route_warnings_to_logging
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -33,13 +33,20 @@ INSTALLED_APPS = [
     "channels",
     "djust",
     "health_check",
+    "django_prometheus",
     "core",
 ]
 
 MIDDLEWARE = [
-    # First: answers load-balancer probes before host validation and the HTTPS
+    # Starts the clock for django-prometheus' request metrics (the After
+    # middleware, last, records them by view, method and status). Both run on
+    # the event loop, not in a thread: core/request_metrics.py.
+    "core.request_metrics.PrometheusBeforeMiddleware",
+    # Answers load-balancer probes before host validation and the HTTPS
     # redirect, which would otherwise turn a probe by IP into a 400 or a 301.
     "core.middleware.HealthCheckMiddleware",
+    # /metrics for Prometheus, to the monitoring network only (METRICS_ALLOWED_IPS).
+    "core.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves collected static files (djust's client script included) when
     # DEBUG is off and nothing else serves /static/.
@@ -54,9 +61,11 @@ MIDDLEWARE = [
     # After CSPMiddleware so it sees the response first: it puts the request's
     # nonce on the inline scripts djust injects, before the CSP header is built.
     "core.middleware.InlineScriptNonceMiddleware",
-    # Last, so it is the first to see a view's exception: Redis or the database
-    # unreachable becomes a 503 that the proxy retries on another app host.
+    # Just before the Prometheus middleware (which stays last), so it is the first of
+    # ours to see a view's exception: Redis or the database unreachable becomes a
+    # 503 that the proxy retries on another app host.
     "core.middleware.DependencyUnavailableMiddleware",
+    "core.request_metrics.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -148,6 +157,16 @@ LIVEVIEW_CONFIG = {
 # takes the client address from that header only with this set; with 0 every
 # user behind Nginx would look like 127.0.0.1 and share one per-IP cap.
 DJUST_TRUSTED_PROXY_COUNT = env_int("DJUST_TRUSTED_PROXY_COUNT", 1)
+
+# --- Metrics (core/metrics.py, deploy/monitoring/) ---------------------------
+# SECURITY WARNING: who may read /metrics (view names, traffic, error rates).
+# Prometheus scrapes each app host directly on HOST:PORT; list the addresses
+# (or networks, CIDR) it scrapes from. Requests that came through the public
+# proxy get 404 whatever their address (core.metrics.scraper_allowed).
+METRICS_ALLOWED_IPS = env_networks(
+    "METRICS_ALLOWED_IPS",
+    ["127.0.0.0/8", "::1", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"],
+)
 
 # --- Channels ----------------------------------------------------------------
 # One process only: prod.py replaces it with Redis so workers share groups.

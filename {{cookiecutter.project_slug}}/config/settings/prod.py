@@ -110,7 +110,8 @@ CHANNEL_LAYERS = {
 
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        # Django's RedisCache, counting hits and misses for /metrics (core/cache.py).
+        "BACKEND": "core.cache.RedisCache",
         "LOCATION": REDIS_URL,
         # Keeps cache keys apart from djust's ("djust:") and the channel layer's ("asgi").
         "KEY_PREFIX": env_str("DJANGO_CACHE_KEY_PREFIX", "cache"),
@@ -150,6 +151,12 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Fail fast when Postgres is unreachable rather than hang a worker.
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 3
+# django-prometheus' backend for the same database: Django's own, with counts of
+# connections, queries, errors and query time for /metrics. It subclasses
+# Django's backend and only wraps the cursor, so queries behave the same.
+DATABASES["default"]["ENGINE"] = DATABASES["default"]["ENGINE"].replace(
+    "django.db.backends.", "django_prometheus.db.backends."
+)
 
 # --- Static files -------------------------------------------------------------
 # Hashed, compressed copies made by collectstatic; WhiteNoise serves them with
