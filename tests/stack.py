@@ -627,7 +627,7 @@ class LiveSession:
         self.socket = None
         self.session_id = None
         self.extensions = None  # the server's Sec-WebSocket-Extensions answer
-        self.mount = None
+        self.mounted = None  # the mount frame
 
     async def open(self, timeout=15):
         import json
@@ -661,9 +661,9 @@ class LiveSession:
             )
         )  # fmt: skip
         mounted = await self.receive(lambda m: m.get("type") in ("mount", "error"), timeout)
-        self.mount = mounted  # the first render: its "html" shows what the page shows
         if mounted["type"] != "mount":
             raise AssertionError(f"mount refused: {mounted}")
+        self.mounted = mounted  # its html is the page as first rendered
         return self
 
     async def receive(self, accept, timeout=15):

@@ -71,7 +71,7 @@ def test_two_sessions_on_different_hosts_see_each_others_clicks(cluster):
                 additional_headers={"X-Forwarded-Proto": "https"},
             ).open(timeout=30)  # fmt: skip
         try:
-            mounted = {role: s.mount for role, s in sessions.items()}
+            mounted = {role: s.mounted for role, s in sessions.items()}
             before = figure_of(mounted["app2"]["html"], "total")
             if before is None:
                 return None
@@ -92,7 +92,7 @@ def test_two_sessions_on_different_hosts_see_each_others_clicks(cluster):
                 f"https://{cluster.project.domain}",
                 additional_headers={"X-Forwarded-Proto": "https"},
             ).open(timeout=30)
-            online_seen = figure_of(third.mount["html"], "online")
+            online_seen = figure_of(third.mounted["html"], "online")
             await third.close()
             return {
                 "total before": before,

@@ -208,7 +208,7 @@ class Bystander:
                 ref += 1
                 started = time.monotonic()
                 await socket_.send(event(ref=ref))
-                reply = json.loads(await asyncio.wait_for(socket_.recv(), 10))
+                reply = await own_answer(socket_)
                 if reply.get("type") != "patch":
                     self.problems.append(reply)
                 self.times.append(time.monotonic() - started)
@@ -219,15 +219,29 @@ class Bystander:
             await socket_.close()
 
 
+async def own_answer(socket_, timeout=10):
+    """The next frame that answers this session, skipping server pushes.
+
+    Every click on the counter pushes the shared total to the other open
+    counter pages (core/shared.py), so the bystander's clicks reach the
+    attacker's socket and the attacker's reach the bystander's.
+    """
+    for _ in range(50):
+        reply = json.loads(await asyncio.wait_for(socket_.recv(), timeout))
+        if not isinstance(reply, dict) or reply.get("source") != "broadcast":
+            return reply
+    return {"type": "only server pushes"}
+
+
 async def answer_to(socket_, frame, timeout=10):
-    """The server's next answer to frame (skipping other frames), or its close code."""
+    """The server's next answer to frame (skipping pongs and server pushes), or its close code."""
     import websockets
 
     await socket_.send(frame)
     try:
         for _ in range(50):
             text = await asyncio.wait_for(socket_.recv(), timeout)
-            if '"type": "pong"' not in text:
+            if '"type": "pong"' not in text and '"source": "broadcast"' not in text:
                 return text
     except websockets.ConnectionClosed as closed:
         return f"closed {closed.rcvd.code if closed.rcvd else None}"

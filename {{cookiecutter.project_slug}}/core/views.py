@@ -3,6 +3,8 @@
 from djust import LiveView
 from djust.decorators import event_handler
 
+from core.shared import SharedFiguresMixin
+
 
 class ChecklistView(LiveView):
     """A second page, reached from the counter with djust's live navigation.
@@ -41,17 +43,25 @@ class ChecklistView(LiveView):
         return {"steps": steps, "done_count": len(self.done), "total": len(steps)}
 
 
-class CounterView(LiveView):
-    """Counts clicks; each click is an `increment` event answered with a patch."""
+class CounterView(SharedFiguresMixin, LiveView):
+    """Counts clicks: the visitor's own, everyone's together, and who is here now.
+
+    `count` belongs to this page alone. `total` and `online` (core/shared.py)
+    are shared by every page open on every worker and host, which is what
+    Redis is there for.
+    """
 
     template_name = "core/counter.html"
     # A public demo page (djust check S005 wants this stated explicitly).
     login_required = False
 
     def mount(self, request, **kwargs):
-        # Runs again on every reconnect: state a user must keep across a
-        # server restart belongs in the session or the database, not here.
+        # Runs again on every reconnect, on whichever worker the page lands:
+        # state a user must keep across a server restart belongs in the session,
+        # the database or Redis, not here. So the visitor's own count starts
+        # over, and the shared total is read again from Redis, where it survived.
         self.count = 0
+        self.mount_shared_figures()
 
     # An async handler runs on the worker's event loop. A plain `def` handler is
     # sent to a thread through sync_to_async on every event, a hop that cost more
@@ -60,6 +70,10 @@ class CounterView(LiveView):
     @event_handler()
     async def increment(self, **kwargs):
         self.count += 1
+        await self.count_click()
 
     def get_context_data(self, **kwargs):
+        return {**self.shared_figures(), **self.own_figures()}
+
+    def own_figures(self):
         return {"count": self.count}

@@ -46,13 +46,13 @@ print(json.dumps({
 """
 
 
-def load_settings(env):
-    """Import the settings in a fresh interpreter with exactly this environment."""
+def load_settings(env, code=DUMP_SETTINGS):
+    """Run code (by default: print the settings) in a fresh interpreter with this environment."""
     clean = {key: value for key, value in os.environ.items() if not key.startswith("DJANGO_")}
     clean.pop("REDIS_URL", None)
     clean.pop("DATABASE_URL", None)
     return subprocess.run(
-        [sys.executable, "-c", DUMP_SETTINGS],
+        [sys.executable, "-c", code],
         cwd=PROJECT_DIR,
         env={**clean, **env},
         capture_output=True,

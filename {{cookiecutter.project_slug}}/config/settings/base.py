@@ -138,6 +138,10 @@ DJUST_CONFIG = {
     "SESSION_TTL": env_int("DJUST_SESSION_TTL", {{ cookiecutter.session_ttl | int }}),
     # No PyPI update check at start: servers have no business phoning out.
     "update_check": False,
+    # Who has a page open (djust.presence, the counter's "Pages open"). Memory
+    # counts only the visitors of this one process, which is all dev and the
+    # tests run; prod.py keeps it in Redis so every worker counts everyone.
+    "PRESENCE_BACKEND": "memory",
 }
 
 # Modules a WebSocket client may mount a LiveView from.

@@ -73,7 +73,12 @@ DJUST_CONFIG = {
     **DJUST_CONFIG,
     "STATE_BACKEND": "redis",
     "REDIS_URL": with_timeouts(REDIS_URL),
-    # Read only when PRESENCE_BACKEND is "redis": presence is bookkeeping too.
+    # Who has a page open, in Redis: with the default (memory) each worker
+    # would count only its own visitors. djust keeps a sorted set per page with
+    # a TTL of 180 s, refreshed by every mount and client ping. Keys with a TTL
+    # are what `volatile-lru` evicts under memory pressure, so presence lives
+    # with the channel layer, on the Redis that never evicts (CHANNEL_REDIS_URL).
+    "PRESENCE_BACKEND": "redis",
     "PRESENCE_REDIS_URL": with_timeouts(CHANNEL_REDIS_URL),
 }
 
