@@ -256,6 +256,11 @@ class Cluster:
             **options,
         )
 
+    def client_addresses(self):
+        """The client host's addresses: users behind eight different NATs."""
+        client = self.network["client"]
+        return [client.front, *client.extra_front]
+
     def sockets_accepted(self, address):
         """{role: WebSockets that host accepted from this client address}, from its own log.
 

@@ -116,8 +116,13 @@ class Visitor:
 class Visitors:
     """N LiveView sessions through the balancer, in one asyncio loop inside the client host."""
 
-    def __init__(self, namespace, balancer, domain, source, count=50, interval=0.5, reply_timeout=5):
+    def __init__(
+        self, namespace, balancer, domain, source, count=50, interval=0.5, reply_timeout=5, sources=None
+    ):
         self.namespace, self.balancer, self.domain, self.source = namespace, balancer, domain, source
+        # Client addresses the visitors are spread over, as users behind different
+        # NATs (Nginx paces WebSocket handshakes per address).
+        self.sources = sources or [source]
         self.count, self.interval, self.reply_timeout = count, interval, reply_timeout
         self.visitors = [Visitor(n) for n in range(count)]
         self._stop = threading.Event()
@@ -132,10 +137,11 @@ class Visitors:
     def origin(self):
         return f"https://{self.domain}"
 
-    def _session(self):
+    def _session(self, visitor=None):
+        source = self.sources[visitor.number % len(self.sources)] if visitor else self.source
         return LiveSession(
             self.url, self.origin, host=self.balancer, port=443,
-            server_hostname=self.domain, local_addr=(self.source, 0),
+            server_hostname=self.domain, local_addr=(source, 0),
         )  # fmt: skip
 
     def start(self, limit_seconds=300):
@@ -162,7 +168,7 @@ class Visitors:
         mounted = 0
         for first in range(0, self.count, 10):
             batch = self.visitors[first : first + 10]
-            sessions = await asyncio.gather(*(self._session().open(timeout=30) for _ in batch))
+            sessions = await asyncio.gather(*(self._session(v).open(timeout=30) for v in batch))
             for visitor, session in zip(batch, sessions, strict=True):
                 visitor.session, visitor.last_mount = session, time.monotonic()
             mounted += len(batch)
@@ -238,7 +244,7 @@ class Visitors:
         while not self._stop.is_set() and time.monotonic() < deadline:
             try:
                 attempt = time.monotonic()
-                session = await self._session().open(timeout=10)
+                session = await self._session(visitor).open(timeout=10)
                 visitor.open_seconds.append(time.monotonic() - attempt)
             except Exception:  # refused, 502, closed during mount: try again
                 visitor.failed_attempts += 1

@@ -143,7 +143,7 @@ def test_a_rolling_deploy_under_load_loses_nothing(cluster):
 
 def check_rolling_deploy(cluster):
     """Run the runbook's rolling deploy under load; print the figures; assert the issue's bounds."""
-    visitors = Visitors(**cluster.users(), count=50).start()
+    visitors = Visitors(**cluster.users(), count=50, sources=cluster.client_addresses()).start()
     loads = PageLoads(**cluster.users(), threads=2, pause=0.05).start()
     try:
         time.sleep(2)
@@ -190,7 +190,7 @@ def check_rolling_deploy(cluster):
 
 
 def test_losing_a_host_costs_at_most_one_percent_of_requests(cluster):
-    visitors = Visitors(**cluster.users(), count=50).start()
+    visitors = Visitors(**cluster.users(), count=50, sources=cluster.client_addresses()).start()
     loads = PageLoads(**cluster.users(), threads=2, pause=0.05).start()
     try:
         time.sleep(2)
