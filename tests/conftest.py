@@ -166,3 +166,29 @@ def browser():
         chromium = launch_chromium(playwright)
         yield chromium
         chromium.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Attach the figures a test printed (tests/cluster_load.py) to its report."""
+    outcome = yield
+    from tests.cluster_load import FIGURES
+
+    if call.when == "call" and FIGURES:
+        outcome.get_result().user_properties.append(("figures", "\n".join(FIGURES)))
+        FIGURES.clear()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The measured figures of every test that printed some, after the run."""
+    blocks = [
+        value
+        for kind in ("passed", "failed")
+        for report in terminalreporter.stats.get(kind, [])
+        for name, value in getattr(report, "user_properties", [])
+        if name == "figures"
+    ]
+    if blocks:
+        terminalreporter.section("measured figures")
+        for block in blocks:
+            terminalreporter.write_line(block)

@@ -19,6 +19,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tests.netns import exec_prefix
+from tests.netns import run_in as netns_run_in
+
 
 def free_port():
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
@@ -40,10 +43,15 @@ def wait_for(predicate, timeout, what, interval=0.1):
     raise TimeoutError(f"gave up after {timeout:g} s waiting for {what}")
 
 
-def port_open(port, host="127.0.0.1"):
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
+def port_open(port, host="127.0.0.1", netns=None):
+    """True if something accepts TCP connections at host:port (seen from inside netns)."""
+
+    def probe():
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            return sock.connect_ex((host, port)) == 0
+
+    return netns_run_in(netns, probe, timeout=10)
 
 
 def stop_pid(pid, sig=signal.SIGTERM, timeout=30):
@@ -74,16 +82,18 @@ class RedisServer:
 
     password = "rehearsal-redis-password"
 
-    def __init__(self, directory, port=None, maxclients=10000):
+    def __init__(self, directory, port=None, maxclients=10000, host="127.0.0.1", netns=None):
         self.directory = Path(directory)
         self.port = port or free_port()
         self.maxclients = maxclients
+        # A data host of tests/cluster.py: listen on its address, inside its namespace.
+        self.host, self.netns = host, netns
         self.pidfile = self.directory / "redis.pid"
         self.logfile = self.directory / "redis.log"
 
     @property
     def url(self):
-        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@{self.host}:{self.port}/0"
 
     def start(self):
         binary = shutil.which("redis-server")
@@ -91,7 +101,8 @@ class RedisServer:
             raise RuntimeError("redis-server is not installed: apt-get install redis-server")
         subprocess.run(
             [
-                binary, "--bind", "127.0.0.1", "--port", str(self.port),
+                *exec_prefix(self.netns),
+                binary, "--bind", self.host, "--port", str(self.port),
                 "--requirepass", self.password, "--save", "", "--appendonly", "no",
                 "--maxclients", str(self.maxclients), "--daemonize", "yes",
                 "--pidfile", str(self.pidfile), "--logfile", str(self.logfile),
@@ -100,7 +111,11 @@ class RedisServer:
             check=True,
             timeout=30,
         )  # fmt: skip
-        wait_for(lambda: self.pidfile.exists() and port_open(self.port), 15, f"Redis on port {self.port}")
+        wait_for(
+            lambda: self.pidfile.exists() and port_open(self.port, self.host, self.netns),
+            15,
+            f"Redis on port {self.port}",
+        )
         return self
 
     @property
@@ -110,7 +125,18 @@ class RedisServer:
     def cli(self, *args):
         """Run redis-cli against this server and return its stdout."""
         return subprocess.run(
-            ["redis-cli", "-p", str(self.port), "--no-auth-warning", "-a", self.password, *args],
+            [
+                *exec_prefix(self.netns),
+                "redis-cli",
+                "-h",
+                self.host,
+                "-p",
+                str(self.port),
+                "--no-auth-warning",
+                "-a",
+                self.password,
+                *args,
+            ],
             capture_output=True,
             text=True,
             timeout=30,
@@ -121,19 +147,27 @@ class RedisServer:
         if self.pidfile.exists():
             stop_pid(self.pid, timeout=15)
             self.pidfile.unlink(missing_ok=True)
-        wait_for(lambda: not port_open(self.port), 10, f"Redis on port {self.port} to stop")
+        wait_for(
+            lambda: not port_open(self.port, self.host, self.netns), 10, f"Redis on port {self.port} to stop"
+        )
 
 
 class Postgres:
     """Debian's PostgreSQL in a temporary directory, run as the postgres user."""
 
-    def __init__(self, directory=None, port=None, database="app", user="app", password="rehearsal-pg"):
+    def __init__(
+        self, directory=None, port=None, database="app", user="app", password="rehearsal-pg",
+        host="127.0.0.1", netns=None, clients=None,
+    ):  # fmt: skip
         # The cluster lives in its own directory directly under /tmp, whatever
         # `directory` says: the postgres user must traverse every parent, and
         # pytest's temporary tree is private to root (mode 0700). stop() removes it.
         self.directory = Path(tempfile.mkdtemp(prefix="djust-prod-pg-", dir="/tmp"))
         self.port = port or free_port()
         self.database, self.user, self.password = database, user, password
+        # A data host of tests/cluster.py: its address, its namespace, and the network
+        # (CIDR) its app hosts connect from, which pg_hba.conf must let in.
+        self.host, self.netns, self.clients = host, netns, clients
         versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
         if not versions:
             raise RuntimeError("PostgreSQL server binaries are not installed: apt-get install postgresql")
@@ -142,10 +176,11 @@ class Postgres:
 
     @property
     def url(self):
-        return f"postgres://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
+        return f"postgres://{self.user}:{self.password}@{self.host}:{self.port}/{self.database}"
 
-    def _as_postgres(self, *command):
+    def _as_postgres(self, *command, netns=None):
         prefix = ["su", "postgres", "-c"] if os.geteuid() == 0 else ["sh", "-c"]
+        prefix = [*exec_prefix(netns), *prefix]
         return subprocess.run(
             [*prefix, " ".join(command)], capture_output=True, text=True, timeout=60, check=True
         )
@@ -156,8 +191,11 @@ class Postgres:
         self._as_postgres(
             f"{self.bin}/initdb", "-D", str(self.data), "--auth=trust", "--no-sync", "-U", "postgres"
         )
+        if self.clients:
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.write(f"host all all {self.clients} scram-sha-256\n")
         options = (
-            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1"
+            f"-p {self.port} -k {self.directory} -c listen_addresses={self.host}"
             " -c fsync=off -c max_connections=300"
         )
         self._as_postgres(
@@ -170,6 +208,7 @@ class Postgres:
             str(self.directory / "pg.log"),
             "-w",
             "start",
+            netns=self.netns,
         )
         psql = [f"{self.bin}/psql", "-h", str(self.directory), "-p", str(self.port), "-U", "postgres"]
         self._as_postgres(*psql, "-c", f"\"CREATE ROLE {self.user} LOGIN PASSWORD '{self.password}'\"")
@@ -202,16 +241,18 @@ class Postgres:
 class AppServer:
     """The generated project's own `bin/serve` under config.settings.prod."""
 
-    def __init__(self, project, env, port=None, workers=2, log_path=None):
+    def __init__(self, project, env, port=None, workers=2, log_path=None, host="127.0.0.1", netns=None):
         self.project = project
         self.port = port or free_port()
         self.workers = workers
+        # An app host of tests/cluster.py: its private address, inside its namespace.
+        self.host, self.netns = host, netns
         # The caller's values (often the project's .env) first; the address and
         # worker count this test chose win over the .env's PORT=8000.
         self.env = {
             **env,
             "DJANGO_SETTINGS_MODULE": "config.settings.prod",
-            "HOST": "127.0.0.1",
+            "HOST": host,
             "PORT": str(self.port),
             "WEB_CONCURRENCY": str(workers),
         }
@@ -225,7 +266,7 @@ class AppServer:
     def manage(self, *args, timeout=300):
         """Run manage.py with the production environment; fail with its output."""
         result = subprocess.run(
-            [self.python, "manage.py", *args],
+            [*exec_prefix(self.netns), self.python, "manage.py", *args],
             cwd=self.project.path,
             env=self.project.env(**self.env),
             capture_output=True,
@@ -246,7 +287,7 @@ class AppServer:
     def start(self, timeout=60):
         self.log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [self.python, "bin/serve"],
+            [*exec_prefix(self.netns), self.python, "bin/serve"],
             cwd=self.project.path,
             env=self.project.env(**self.env),
             stdout=self.log,
@@ -262,11 +303,22 @@ class AppServer:
     def _live(self):
         if self.process.poll() is not None:
             raise RuntimeError(f"bin/serve exited with {self.process.returncode}\n{self.tail()}")
+        return netns_run_in(self.netns, self._answers, "/health/live/", 2, timeout=10) == 200
+
+    def _answers(self, path, timeout, headers=None):
+        """The status of GET path asked directly of this server (None if it does not answer)."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health/live/", timeout=2) as response:
-                return response.status == 200
+            request = urllib.request.Request(f"http://{self.host}:{self.port}{path}", headers=headers or {})
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
         except (urllib.error.URLError, OSError):
-            return False
+            return None
+
+    def status(self, path, netns=None, timeout=10, headers=None):
+        """GET path on this server from inside netns (default: its own host), as a probe would."""
+        return netns_run_in(netns or self.netns, self._answers, path, timeout, headers, timeout=timeout + 5)
 
     @property
     def pid(self):
@@ -398,15 +450,32 @@ class Nginx:
     certificate paths, the upstream address, and the /static/ alias (which
     points at /srv/<slug>/staticfiles/ in production). Pid and log paths live
     in the wrapper nginx.conf.
+
+    A load-balancer host of tests/cluster.py (netns given) keeps the site's own
+    ports 80 and 443, which are its own there, and gets `upstreams`: the site's
+    `server 127.0.0.1:8000 ...;` line once per app address, the one-line change
+    per app host that the site and deploy/nginx/README.md document.
     """
 
-    def __init__(self, directory, site_text, upstream_port, static_root=None, slug=None):
+    def __init__(
+        self, directory, site_text, upstream_port=None, static_root=None, slug=None,
+        netns=None, host="127.0.0.1", upstreams=(), worker_processes="1",
+    ):  # fmt: skip
         self.prefix = Path(directory)
-        self.http_port, self.https_port = free_port(), free_port()
+        self.netns, self.host = netns, host
         self.cert, self.key = self_signed_certificate(self.prefix)
-        site = re.sub(r"listen \[::\]:\d+[^;]*;\n", "", site_text)
-        site = re.sub(r"listen 80;", f"listen 127.0.0.1:{self.http_port};", site)
-        site = re.sub(r"listen 443 ssl http2;", f"listen 127.0.0.1:{self.https_port} ssl http2;", site)
+        if netns:
+            self.http_port, self.https_port = 80, 443
+            site = re.sub(
+                r"(?m)^(\s*)server 127\.0\.0\.1:8000(.*)$",
+                lambda line: "\n".join(f"{line[1]}server {address}{line[2]}" for address in upstreams),
+                site_text,
+            )
+        else:
+            self.http_port, self.https_port = free_port(), free_port()
+            site = re.sub(r"listen \[::\]:\d+[^;]*;\n", "", site_text)
+            site = re.sub(r"listen 80;", f"listen 127.0.0.1:{self.http_port};", site)
+            site = re.sub(r"listen 443 ssl http2;", f"listen 127.0.0.1:{self.https_port} ssl http2;", site)
         site = re.sub(r"ssl_certificate (/etc/letsencrypt/\S+);", f"ssl_certificate {self.cert};", site)
         site = re.sub(
             r"ssl_certificate_key (/etc/letsencrypt/\S+);", f"ssl_certificate_key {self.key};", site
@@ -424,7 +493,7 @@ class Nginx:
         temp = self.prefix / "temp"
         temp.mkdir(exist_ok=True)
         (self.prefix / "nginx.conf").write_text(
-            "user root;\nworker_processes 1;\nworker_rlimit_nofile 8192;\n"
+            f"user root;\nworker_processes {worker_processes};\nworker_rlimit_nofile 8192;\n"
             f"pid {self.prefix}/nginx.pid;\nerror_log {self.prefix}/logs/error.log warn;\n"
             "events { worker_connections 4096; }\n"
             "http {\n"
@@ -444,7 +513,8 @@ class Nginx:
 
     def _nginx(self, *args):
         return subprocess.run(
-            [self.binary, "-p", str(self.prefix), "-e", str(self.prefix / "logs" / "error.log"),
+            [*exec_prefix(self.netns), self.binary, "-p", str(self.prefix),
+             "-e", str(self.prefix / "logs" / "error.log"),
              "-c", str(self.prefix / "nginx.conf"), *args],
             capture_output=True, text=True, timeout=30, check=False,
         )  # fmt: skip
@@ -453,7 +523,9 @@ class Nginx:
         result = self._nginx()
         if result.returncode != 0:
             raise RuntimeError(f"nginx did not start:\n{result.stderr}")
-        wait_for(lambda: port_open(self.https_port), 15, f"nginx on port {self.https_port}")
+        wait_for(
+            lambda: port_open(self.https_port, self.host, self.netns), 15, f"nginx on port {self.https_port}"
+        )
         return self
 
     def stop(self):

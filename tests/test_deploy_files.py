@@ -195,11 +195,12 @@ def test_nginx_compose_site_passes_nginx_t(bake, tmp_path, variant):
         assert not (project.path / "deploy" / "nginx" / "compose.conf").exists()
         return
     text = (project.path / "deploy" / "nginx" / "compose.conf").read_text()
-    assert "server web:8000;" in text
-    assert ("ip_hash;" in text) == project.answers["sticky_sessions"]
+    assert "server web:8000 max_fails=0;" in text
+    assert ("hash $remote_addr consistent;" in text) == project.answers["sticky_sessions"]
+    assert "ip_hash" not in text.replace("`ip_hash`", "")  # keys on a /24, not the client
     assert "proxy_set_header Connection $connection_upgrade;" in text
     site = with_test_certificate(text, tmp_path, project.domain)
-    site = site.replace("server web:8000;", "server 127.0.0.1:8000;")
+    site = site.replace("server web:8000", "server 127.0.0.1:8000")
     result = nginx_test(site, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "test is successful" in result.stderr
@@ -219,7 +220,7 @@ def test_nginx_t_would_catch_a_broken_site(bake, tmp_path):
 def test_nginx_site_content(bake, variant):
     project = bake(variant)
     if project.answers["proxy"] != "nginx":
-        # A load balancer terminates TLS: no site, and no ip_hash anywhere.
+        # A load balancer terminates TLS: no site, and no sticky hash anywhere.
         assert not list(project.path.glob("deploy/**/*.conf"))
         return
     text = (project.path / "deploy" / "nginx" / f"{project.slug}.conf").read_text()
@@ -236,8 +237,13 @@ def test_nginx_site_content(bake, variant):
     assert timeout >= 3600
     assert f"alias /srv/{project.slug}/staticfiles/;" in text and "immutable" in text
     assert "location = /nginx-health" in text
-    assert ("ip_hash;" in text) == project.answers["sticky_sessions"]
+    assert ("hash $remote_addr consistent;" in text) == project.answers["sticky_sessions"]
+    assert "ip_hash" not in text.replace("`ip_hash`", "")  # keys on a /24, not the client
     assert "server 127.0.0.1:8000" in text and "keepalive" in text
+    # Rolling deploys lose nothing (tests/test_cluster.py): never marked down, idempotent retries.
+    assert "server 127.0.0.1:8000 max_fails=0;" in directives
+    assert "proxy_next_upstream error timeout http_502 http_503;" in directives
+    assert "non_idempotent" not in directives
     assert "worker_connections" in text  # the capacity note
 
 

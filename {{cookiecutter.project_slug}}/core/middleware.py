@@ -1,10 +1,18 @@
 """Middleware the production setup needs beyond Django's own."""
 
+import logging
 import re
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.db import InterfaceError, OperationalError
+from django.http import HttpResponse
+from django.utils.deprecation import MiddlewareMixin
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core import health
+
+logger = logging.getLogger(__name__)
 
 HEALTH_ROUTES = {
     "/health/": health.readiness,
@@ -34,6 +42,43 @@ class HealthCheckMiddleware:
             return await self.get_response(request)
         response = await view(request)
         response["Cache-Control"] = "no-store"
+        return response
+
+
+class DependencyUnavailableMiddleware(MiddlewareMixin):
+    """Answer 503 (not 500) when a page cannot reach Redis or the database.
+
+    The host itself is fine; what it depends on is not, which is a 503 with a
+    Retry-After. Nginx (proxy_next_upstream http_503) and load balancers that
+    retry then send the request to another app host, so users of a host cut off
+    from its data see no error. A 500 would mean a bug and is never retried.
+
+    Each such failure is one warning line naming the request and the error, not
+    a traceback per request: during an outage every request fails the same way.
+    """
+
+    UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OperationalError, InterfaceError)
+    RETRY_AFTER_SECONDS = 5
+
+    def process_exception(self, request, exception):
+        if not isinstance(exception, self.UNAVAILABLE):
+            return None
+        logger.warning(
+            "503 for %s %s: a dependency is unreachable (%s: %s)",
+            request.method,
+            request.path,
+            type(exception).__name__,
+            exception,
+        )
+        response = HttpResponse(
+            "Service temporarily unavailable, try again shortly.\n",
+            status=503,
+            content_type="text/plain; charset=utf-8",
+        )
+        response["Retry-After"] = str(self.RETRY_AFTER_SECONDS)
+        # Django would log this response again as "Service Unavailable: /"; the
+        # line above already says it, and why.
+        response._has_been_logged = True
         return response
 
 

@@ -61,6 +61,10 @@ MIDDLEWARE = [
     # After CSPMiddleware so it sees the response first: it puts the request's
     # nonce on the inline scripts djust injects, before the CSP header is built.
     "core.middleware.InlineScriptNonceMiddleware",
+    # Just before the Prometheus middleware (which stays last), so it is the first of
+    # ours to see a view's exception: Redis or the database unreachable becomes a
+    # 503 that the proxy retries on another app host.
+    "core.middleware.DependencyUnavailableMiddleware",
     "core.request_metrics.PrometheusAfterMiddleware",
 ]
 
