@@ -827,8 +827,11 @@ def with_open_sessions(deployed, command, count=3, wait=40):
         ends = []
         for session in sessions:
             try:
-                for _ in range(2):  # a ping or patch may come first; the close follows
-                    await asyncio.wait_for(session.socket.recv(), wait)
+                # Frames may come first (the demo pushes `online` and `total` to every
+                # open page); the close follows. Bounded in frames and time.
+                deadline = time.monotonic() + wait
+                for _ in range(200):
+                    await asyncio.wait_for(session.socket.recv(), max(0.1, deadline - time.monotonic()))
                 ends.append("still open")
             except websockets.exceptions.ConnectionClosed as error:
                 ends.append(error.rcvd.code if error.rcvd else "closed without a close frame")

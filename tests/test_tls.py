@@ -54,8 +54,9 @@ def scan(tmp_path, sites, domain):
         for index, text in enumerate(sites):
             prefix = tmp_path / f"nginx{index}"
             prefix.mkdir()
+            # compose.conf's upstream is the compose service name, unknown here.
             site = serve_with_test_certificates(text, domain, issued).replace(
-                "server web:8000;", "server 127.0.0.1:8000;"
+                "server web:8000", "server 127.0.0.1:8000"
             )
             servers.append(Nginx(prefix, site, upstream_port=free_port()).start())
         result = subprocess.run(
