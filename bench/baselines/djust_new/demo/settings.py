@@ -1,12 +1,17 @@
-"""A project shaped like `python -m djust new demo` (djust 1.2.6) writes it.
+"""The settings `python -m djust new demo` writes (djust 1.2.6), for bench/run.py's baseline.
 
-The baseline for bench/run.py: one process, djust's default memory state
-backend, the in-memory channel layer, SQLite, no Redis, no proxy settings.
-Differences from the scaffold, each needed to measure it at all:
-- DEBUG defaults to False (as the scaffold's settings do without its .env), so
-  both projects are measured with the same Django code paths;
-- the counter view and template are the template's own (core.views.CounterView
-  is `demo.views.CounterView` here), so both render the same page;
+Checked against the scaffold itself: djust 1.2.6's djust/scaffolding (run as
+`python -m djust new demo` from a generated project's .venv). Same apps
+(djust.theming included), middleware, template backend and context processors,
+in-memory channel layer, SQLite, no Redis, no proxy settings; served as its
+Makefile's `make dev` does (uvicorn demo.asgi:application, one process) without
+--reload. Differences, each needed to measure it at all:
+- DEBUG defaults to False (the scaffold's settings do so without its .env,
+  whose DEBUG=True is for development), so both projects run production paths;
+- no .env loader: bench passes SECRET_KEY and ALLOWED_HOSTS in the environment;
+- the page is the template's counter (demo/views.py), not the scaffold's to-do
+  list, so both render the same page; its handler is a plain `def`, as every
+  handler the scaffold writes is;
 - djust's per-IP WebSocket cap (10 per process) is raised, because every load
   session comes from 127.0.0.1.
 """
@@ -18,7 +23,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 SECRET_KEY = os.environ.get("SECRET_KEY", "bench-baseline-not-a-secret-" + "x" * 40)
 DEBUG = os.environ.get("DEBUG", "False").lower() in ("true", "1", "yes")
-ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1").split(",")]
+ALLOWED_HOSTS = [
+    host.strip() for host in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1").split(",") if host.strip()
+]
 
 INSTALLED_APPS = [
     "channels",
@@ -28,6 +35,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "djust",
+    "djust.theming",
     "demo",
 ]
 
@@ -46,7 +54,7 @@ ROOT_URLCONF = "demo.urls"
 TEMPLATES = [
     {
         "BACKEND": "djust.template_backend.DjustTemplateBackend",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -54,6 +62,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "djust.theming.context_processors.theme_context",
             ],
         },
     },

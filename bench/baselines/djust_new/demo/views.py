@@ -1,4 +1,8 @@
-"""The template's demo counter (core/views.py in the generated project), unchanged."""
+"""The template's counter page, with its handler in the style `djust new` writes (a plain `def`).
+
+The generated project's CounterView also counts a shared total in Redis; this
+baseline has no Redis (the scaffold has none), so it keeps only the page's own count.
+"""
 
 from djust import LiveView
 from djust.decorators import event_handler
