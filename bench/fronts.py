@@ -5,7 +5,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.procs import Server, children, find_tool
+from bench.procs import LOAD_CPU, NO_PINNING, Server, children, find_tool
 from tests import stack
 
 NGINX_CONF = """\
@@ -71,15 +71,17 @@ class NginxFront:
 class BenchNginx(NginxFront):
     """Nginx on a free loopback port with a self-signed certificate, in its own prefix."""
 
-    def __init__(self, directory, upstream_port):
+    def __init__(self, directory, upstream_port, pinning=NO_PINNING):
         self.dir = Path(directory)
         self.port = stack.free_port()
         self.upstream = upstream_port
         self.binary = find_tool("nginx")
+        self.pinning = pinning
 
-    def _nginx(self, *args):
+    def _nginx(self, *args, prefix=()):
         return subprocess.run(
             [
+                *prefix,
                 self.binary,
                 "-p",
                 str(self.dir),
@@ -120,7 +122,7 @@ class BenchNginx(NginxFront):
         )
         self.write_conf()
         self._nginx("-t")
-        self._nginx()
+        self._nginx(prefix=self.pinning.load())
         stack.wait_for(lambda: stack.port_open(self.port), 15, f"nginx on {self.port}")
         return self
 
@@ -139,8 +141,9 @@ class BenchNginx(NginxFront):
 class GeneratedSite(NginxFront):
     """The generated deploy/nginx/<slug>.conf run by tests/stack.py's Nginx (ports and certificate moved)."""
 
-    def __init__(self, directory, upstream_port, project):
+    def __init__(self, directory, upstream_port, project, pinning=NO_PINNING):
         self.project = project
+        self.pinning = pinning
         self.dir = Path(directory)
         self.site = project.path / "deploy" / "nginx" / f"{project.slug}.conf"
         self.upstream = upstream_port
@@ -160,11 +163,44 @@ class GeneratedSite(NginxFront):
         )
         self.nginx.start()
         self.port = self.nginx.https_port
+        # stack.Nginx starts it itself: pin the master and its workers once they run.
+        self.pinning.pin_running(self.pids()[0] if self.pids() else None, LOAD_CPU)
         return self
 
     def stop(self):
         if self.nginx:
             self.nginx.stop()
+
+
+# --- the service under test ------------------------------------------------------
+
+
+class BenchAppServer(stack.AppServer):
+    """tests/stack.py's bin/serve, exec'd under `prefix` (taskset -c N when pinned).
+
+    taskset execs bin/serve in place, so uvicorn's supervisor and the workers it
+    spawns inherit the mask; bench.procs.affinity_of reads it back from /proc.
+    """
+
+    def __init__(self, *args, prefix=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.prefix = list(prefix)
+
+    def start(self, timeout=60):
+        self.log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [*self.prefix, self.python, "bin/serve"],
+            cwd=self.project.path,
+            env=self.project.env(**self.env),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            stack.wait_for(self._live, timeout, f"bin/serve on port {self.port}", interval=0.2)
+        except TimeoutError as error:
+            raise RuntimeError(f"{error}\n--- server log ---\n{self.tail()}") from None
+        return self
 
 
 # --- targets ---------------------------------------------------------------------

@@ -15,10 +15,13 @@ K6_SCRIPT = Path(__file__).resolve().parent / "k6" / "liveview.js"
 # --- k6 --------------------------------------------------------------------------
 
 
-def run_k6(target, sessions, events, workdir, mode="open", duration_s=None, ramp_ms=None, compression=""):
+def run_k6(
+    target, sessions, events, workdir, mode="open", duration_s=None, ramp_ms=None, compression="", prefix=()
+):
     """One k6 run; returns the numbers BENCHMARKS.md shows, plus the CPU each side used."""
     k6 = find_tool("k6")
-    out = Path(workdir) / f"k6-{target.name}-{mode}-{sessions}.json"
+    stem = f"k6-{target.name}-{mode}-{sessions}-{time.monotonic_ns()}"
+    out = Path(workdir) / f"{stem}.json"
     ramp_ms = ramp_ms if ramp_ms is not None else max(1000, sessions * 5)  # 200 sessions/s
     env_args = {
         "WS_URL": target.ws_url,
@@ -37,7 +40,7 @@ def run_k6(target, sessions, events, workdir, mode="open", duration_s=None, ramp
     }
     if duration_s:
         env_args["DURATION_MS"] = int(duration_s * 1000)
-    argv = [k6, "run", "--quiet", "--no-usage-report", "--no-color"]
+    argv = [*prefix, k6, "run", "--quiet", "--no-usage-report", "--no-color"]
     for key, value in env_args.items():
         argv += ["-e", f"{key}={value}"]
     argv.append(str(K6_SCRIPT))
@@ -46,7 +49,7 @@ def run_k6(target, sessions, events, workdir, mode="open", duration_s=None, ramp
     server_pids, nginx_pids = target.server_pids(), target.nginx.pids()
     cpu0_server, cpu0_nginx = cpu_seconds(server_pids), cpu_seconds(nginx_pids)
     started = time.monotonic()
-    k6_log = (Path(workdir) / f"k6-{target.name}-{mode}-{sessions}.log").open("wb")
+    k6_log = (Path(workdir) / f"{stem}.log").open("wb")
     process = subprocess.Popen(argv, stdout=k6_log, stderr=subprocess.STDOUT, cwd=workdir)
     deadline = time.monotonic() + bound
     rusage = None
@@ -127,9 +130,11 @@ RTT_KEYS = {
 # --- wrk -------------------------------------------------------------------------
 
 
-def run_wrk(url, host, seconds, connections, threads=2):
+def run_wrk(url, host, seconds, connections, threads=2, server_pids=(), prefix=()):
+    """One wrk run; with server_pids, the server CPU it cost (seconds, and ms per request)."""
     wrk = find_tool("wrk")
     argv = [
+        *prefix,
         wrk,
         f"-t{threads}",
         f"-c{connections}",
@@ -141,7 +146,9 @@ def run_wrk(url, host, seconds, connections, threads=2):
         f"Host: {host}",
         url,
     ]
+    cpu0 = cpu_seconds(server_pids)
     output = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    server_cpu = cpu_seconds(server_pids) - cpu0
     result = {"url_path": "/" + url.split("/", 3)[3], "connections": connections, "seconds": seconds}
     match = re.search(r"Requests/sec:\s+([\d.]+)", output)
     result["requests_per_s"] = float(match.group(1)) if match else None
@@ -156,5 +163,8 @@ def run_wrk(url, host, seconds, connections, threads=2):
     result["non_2xx_3xx"] = int(match.group(1)) if match else 0
     match = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     result["socket_errors"] = sum(int(g) for g in match.groups()) if match else 0
+    result["server_cpu_s"] = round(server_cpu, 3)
+    requests = result["requests"]
+    result["server_cpu_ms_per_request"] = round(1000 * server_cpu / requests, 3) if requests else None
     result["raw"] = output.strip().splitlines()
     return result
