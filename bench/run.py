@@ -1,29 +1,27 @@
-"""Benchmark the generated service against two baselines on this machine, in one go.
+"""Benchmark the generated service against baselines on this machine, in one go.
 
-    uv run --group test python -m bench.run                  # full size: 100, 500, 1000 sessions
-    uv run --group test python -m bench.run --sizes 10 --events 3 --quick   # smoke size
+    uv run --group test python -m bench.run                  # the full run (~30 minutes on 2 cores)
+    uv run --group test python -m bench.run --sizes 10 --events 3 --memory-sessions 20   # a quick look
 
 What runs, all on 127.0.0.1 (see BENCHMARKS.md for the numbers):
-1. Generates the default project (cookiecutter), syncs its venv, starts Postgres,
-   Redis, `bin/serve` with 2 workers under config.settings.prod, and Nginx in
-   front (the generated site when tests/stack.py can render it, else
-   bench's own TLS site of the same shape).
-2. LiveView sessions through Nginx with k6 (bench/k6/liveview.js): each session
-   connects, mounts the counter, then sends 1 event/s on a fixed schedule
-   (open loop) for --events seconds; round trip p50/p95/p99, events/s, errors,
-   whether every event got its patch. Then a short closed-loop run (capacity).
-3. The same for two baselines behind the same kind of Nginx: a bare uvicorn
-   WebSocket echo (bench/baselines/echo_app.py, the ceiling) and the project
-   `djust new` would give (bench/baselines/djust_new: one process, memory state,
-   in-memory channel layer); ratios to both.
-4. HTTP through Nginx with wrk: /health/live/ and / against a bare Django view
-   (bench/baselines/bare_django.py) served the same way.
-5. Resident memory per idle mounted WebSocket (sum of the workers' RSS from
-   /proc, with and without permessage-deflate) and bin/serve's start-to-first-200.
-6. Writes the JSON (--output) and renders BENCHMARKS.md and the PNG plot.
+1. Generates the default project (cookiecutter), syncs its venv, starts Postgres and
+   Redis. Two passes follow, pinned then unpinned (--no-pin: unpinned only). Pinned
+   (taskset, util-linux): k6, wrk and every Nginx on CPU 0; the server under test,
+   Redis and Postgres on CPU 1; what /proc says each process may use is recorded.
+2. In each pass, one target at a time behind its Nginx: this template (bin/serve),
+   the same project with its demo handler as a plain `def`, the project `djust new`
+   generates (bench/baselines/djust_new) and a bare uvicorn WebSocket echo. k6 runs
+   LiveView sessions at each size, 1 event/s on a fixed schedule (open loop), then a
+   closed-loop run (capacity); wrk loads `/` and /health/live/ of this template and
+   a bare Django view. Every point runs --repeats times (--unpinned-repeats in the
+   second pass): median and min-max are reported, server CPU per event and per page
+   first, each beside the baselines of the same pass.
+3. Once, pinned: memory per idle WebSocket (with and without permessage-deflate) and
+   start-up to the first 200 of bin/serve (1 and 2 workers) and of a bare Django app
+   on uvicorn (bench/baselines/bare_django.py, one worker).
+4. Writes the JSON (--output) and renders BENCHMARKS.md and the PNG plot.
 
-k6, wrk, Nginx and the servers share this machine's cores; the CPU each used is
-recorded next to the numbers. Every load loop is bounded in count and time.
+Every load loop is bounded in count and time.
 """
 
 import argparse
@@ -32,7 +30,6 @@ import datetime
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,15 +40,14 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench import render  # noqa: E402
-from bench.compare import judge, ratios  # noqa: E402
-from bench.fronts import BenchNginx, GeneratedSite, Target  # noqa: E402
+from bench.compare import LIVE_TARGETS, fold, judge, primary  # noqa: E402
+from bench.fronts import Target  # noqa: E402
 from bench.load import run_k6, run_wrk  # noqa: E402
 from bench.machine import machine, versions  # noqa: E402
-from bench.measure import measure_frames, measure_memory, measure_startup, profile_worker  # noqa: E402
-from bench.procs import Server, cpu_seconds, log  # noqa: E402
+from bench.measure import measure_frames, measure_memory, profile_worker  # noqa: E402
+from bench.procs import LOAD_CPU, NO_PINNING, SERVER_CPU, Pinning, affinity_of, cpu_seconds, first_200, log  # noqa: E402
+from bench.targets import Targets, baseline_env  # noqa: E402
 from tests import stack  # noqa: E402
-
-BASELINES = REPO / "bench" / "baselines"
 
 
 def parse_env_overrides(pairs):
@@ -64,12 +60,41 @@ def parse_env_overrides(pairs):
     return overrides
 
 
+def estimate_s(args, passes):
+    """A rough duration of the run, from its sizes and repeats (printed at the start)."""
+    targets = [t for t in args.only if t in LIVE_TARGETS]
+    total = 120  # generate, uv sync, migrate, Postgres, Redis
+    for _, repeats in passes:
+        per_target = 8  # start the server and its Nginx
+        for size in args.sizes:
+            per_target += repeats * (max(1, size * 0.005) + 2 + args.events + 4 + args.pause + 1)
+        if args.capacity_seconds:
+            per_target += repeats * (0.5 + 2 + args.capacity_seconds + 4 + args.pause + 1)
+        total += per_target * len(targets)
+        if args.wrk_seconds and "ours" in targets:
+            total += 3 * repeats * (args.wrk_seconds + 1 + args.pause) + 8
+    if args.memory_sessions:
+        total += 4 * (20 + 0.06 * (args.memory_sessions + 200))
+    total += args.startup_repeats * 3 * 7
+    total += args.profile_seconds + 10 if args.profile_seconds else 0
+    return total
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
         self.workdir = Path(args.workdir or tempfile.mkdtemp(prefix="djust-bench-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cleanup = []
+        self.pin = Pinning(args.pin)
+        self.workers = args.workers or (1 if args.pin else 2)
+        self.passes = (
+            [("pinned", args.repeats), ("unpinned", args.unpinned_repeats)]
+            if args.pin
+            else [("unpinned", args.repeats)]
+        )
+        self.passes = [(name, repeats) for name, repeats in self.passes if repeats > 0]
+        self.mount_html_bytes = 0
         self.results = {
             "meta": {
                 "started_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -78,11 +103,14 @@ class Bench:
                 "loadavg_at_start": os.getloadavg(),
                 "sizes": args.sizes,
                 "events_per_session": args.events,
+                "workers": self.workers,
+                "passes": {name: {"repeats": repeats} for name, repeats in self.passes},
+                "primary_pass": self.passes[0][0],
+                "estimate_s": round(estimate_s(args, self.passes)),
+                "pinning": {"load_cpu": LOAD_CPU, "server_cpu": SERVER_CPU, "seen": {}} if args.pin else None,
                 "notes": [],
             },
-            "liveview": {},
-            "capacity": {},
-            "http": [],
+            "passes": {},
             "memory": [],
             "startup": [],
         }
@@ -96,12 +124,20 @@ class Bench:
         for thing in reversed(self.cleanup):
             with contextlib.suppress(Exception):
                 thing.stop()
+        self.cleanup.clear()
+
+    def stop(self, *things):
+        for thing in things:
+            with contextlib.suppress(Exception):
+                thing.stop()
+            if thing in self.cleanup:
+                self.cleanup.remove(thing)
 
     def note(self, text):
         log(text)
         self.results["meta"]["notes"].append(text)
 
-    # --- the generated project ---
+    # --- the generated project, Redis, Postgres ---
     def prepare_project(self):
         from tests.conftest import Project, bake_variant
         from tests.variants import answers
@@ -122,122 +158,55 @@ class Bench:
         self.domain = dotenv.get("DJANGO_ALLOWED_HOSTS", "localhost").split(",")[0].strip()
 
         (self.workdir / "redis").mkdir(exist_ok=True)
-        redis = self.started(stack.RedisServer(self.workdir / "redis").start())
-        self.redis = redis
-        env = {**dotenv, "REDIS_URL": redis.url, "DJANGO_ALLOWED_HOSTS": f"{self.domain},localhost,127.0.0.1"}
+        self.redis = self.started(stack.RedisServer(self.workdir / "redis").start())
+        self.pin.pin_running(self.redis.pid, SERVER_CPU)
+        env = {
+            **dotenv,
+            "REDIS_URL": self.redis.url,
+            "DJANGO_ALLOWED_HOSTS": f"{self.domain},localhost,127.0.0.1",
+        }
+        self.note(
+            "Every load session comes from 127.0.0.1, so bench lifts the per-address WebSocket limits "
+            "(the generated Nginx site's limit_req/limit_conn, djust's max_connections_per_ip) in the "
+            "copies it runs; nothing else of the generated site or settings changes"
+        )
+        self.pg = None
         if project.answers.get("database") == "postgresql":
-            pg = self.started(stack.Postgres(self.workdir / "pg").start())
-            env["DATABASE_URL"] = pg.url
+            self.pg = self.started(stack.Postgres(self.workdir / "pg").start())
+            env["DATABASE_URL"] = self.pg.url
+            self.pin.pin_running(self.postgres_pid(), SERVER_CPU)
         env.update(parse_env_overrides(self.args.server_env))
         self.app_env = env
-        return project
+        log("migrate + collectstatic")
+        stack.AppServer(project, env).prepare()
 
-    def start_ours(self):
-        app = stack.AppServer(self.project, self.app_env, workers=2, log_path=self.workdir / "serve.log")
-        log("migrate + collectstatic, then bin/serve with 2 workers")
-        app.prepare()
-        self.started(app.start())
-        nginx = GeneratedSite(self.workdir / "nginx-ours", app.port, self.project)
-        if nginx.exists():
-            note = (
-                "Nginx in front of this template: the generated deploy/nginx site (ports, certificate moved)"
-            )
-        else:
-            nginx = BenchNginx(self.workdir / "nginx-ours", app.port)
-            note = "Nginx in front of this template: bench's site (the project has no deploy/nginx site)"
-        self.started(nginx.start())
-        target = Target(
-            "ours",
-            "this template (bin/serve, 2 workers, Redis)",
-            app,
-            nginx,
-            "core.views.CounterView",
-            origin=f"https://{self.domain}",
-            host=self.domain,
-            notes=[note],
-        )
-        self.note(note)
-        return target
+    def postgres_pid(self):
+        with contextlib.suppress(FileNotFoundError, ValueError, AttributeError):
+            return int((self.pg.data / "postmaster.pid").read_text().split()[0])
+        return None
 
-    def baseline_server(self, name):
-        """A baseline's server (not started), its label and the view its sessions mount."""
-        port = stack.free_port()
-        if name == "echo":
-            server = Server(
-                "echo",
-                [
-                    self.python,
-                    "-m",
-                    "uvicorn",
-                    "bench.baselines.echo_app:app",
-                    "--port",
-                    str(port),
-                    "--workers",
-                    "2",
-                    "--log-level",
-                    "warning",
-                    "--no-access-log",
-                ],
-                cwd=REPO,
-                env=self.baseline_env(ECHO_MOUNT_HTML_BYTES=str(self.mount_html_bytes)),
-                port=port,
-                log_path=self.workdir / "echo.log",
-            )
-            return server, "bare uvicorn WebSocket echo (2 workers)", "echo"
-        directory = self.workdir / "djust_new"
-        env = self.baseline_env(ALLOWED_HOSTS=f"{self.domain},localhost,127.0.0.1")
-        if not directory.exists():
-            shutil.copytree(BASELINES / "djust_new", directory)
-            subprocess.run(
-                [self.python, "manage.py", "migrate", "--noinput", "-v0"],
-                cwd=directory,
-                env=env,
-                check=True,
-                timeout=300,
-                capture_output=True,
-            )
-        # `make dev` minus --reload: uvicorn, one process.
-        server = Server(
-            "djust_new",
-            [
-                self.python,
-                "-m",
-                "uvicorn",
-                "demo.asgi:application",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            cwd=directory,
-            env=env,
-            port=port,
-            log_path=self.workdir / "djust_new.log",
-        )
-        return (
-            server,
-            "`djust new` shape (1 process, memory state, in-memory layer)",
-            "demo.views.CounterView",
-        )
-
-    def start_baseline(self, name):
-        server, label, view = self.baseline_server(name)
-        log(f"starting baseline {name}")
-        self.started(server.start())
-        nginx = self.started(BenchNginx(self.workdir / f"nginx-{name}", server.port).start())
-        return Target(name, label, server, nginx, view, origin=f"https://{self.domain}", host=self.domain)
-
-    def baseline_env(self, **extra):
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "VIRTUAL_ENV"))}
-        env.update(PYTHONDONTWRITEBYTECODE="1", **extra)
-        return env
-
-    def stop(self, target):
-        for thing in (target.nginx, target.server):
-            with contextlib.suppress(Exception):
-                thing.stop()
-            if thing in self.cleanup:
-                self.cleanup.remove(thing)
+    def record_affinity(self, target):
+        """What /proc says the server's processes (workers included) and its Nginx may run on."""
+        pinning = self.results["meta"]["pinning"]
+        if not self.pin.on or target.name in pinning["seen"]:
+            return
+        seen = {
+            "server": affinity_of([target.server.process.pid]),
+            "nginx": affinity_of(target.nginx.pids()[:1]),
+        }
+        if target.name == "ours":
+            seen["redis"] = affinity_of([self.redis.pid])
+            if self.pg:
+                seen["postgres"] = affinity_of([self.postgres_pid()])
+        pinning["seen"][target.name] = seen
+        wrong = [
+            f"{group} {proc}: {cpus}"
+            for group, procs in seen.items()
+            for proc, cpus in procs.items()
+            if cpus != str(LOAD_CPU if group == "nginx" else SERVER_CPU)
+        ]
+        if wrong:
+            self.note(f"{target.name}: not pinned as asked: {'; '.join(wrong)}")
 
     # --- measurements ---
     def settle(self, target, idle_share=0.05, bound_s=90):
@@ -253,169 +222,198 @@ class Bench:
         self.note(f"{target.name}: server still busy {bound_s} s after a run; went on anyway")
         return None
 
-    def liveview(self, target):
+    def k6(self, target, sessions, events, **kwargs):
+        result = run_k6(target, sessions, events, self.workdir, prefix=self.pin.load(), **kwargs)
+        result["settle_s"] = self.settle(target)
+        return result
+
+    def liveview(self, target, section, repeats):
         runs = []
         for sessions in self.args.sizes:
-            log(f"{target.name}: {sessions} sessions x 1 event/s for {self.args.events} s")
-            result = run_k6(target, sessions, self.args.events, self.workdir)
-            rtt = result["rtt_ms"]
-            log(
-                f"  p50 {rtt['p50']} p95 {rtt['p95']} p99 {rtt['p99']} max {rtt['max']} ms; "
-                f"{result['events_answered']}/{result['events_sent']} answered, {result['errors']} errors, "
-                f"{result['events_late_over_100ms']} over 100 ms; server CPU {result['cpu_s']['server']} s"
-            )
-            runs.append(result)
-            result["settle_s"] = self.settle(target)
-        self.results["liveview"][target.name] = {"label": target.label, "notes": target.notes, "runs": runs}
-        if self.args.capacity_seconds:
-            log(f"{target.name}: capacity, {self.args.capacity_sessions} sessions closed loop")
-            cap = run_k6(
-                target,
-                self.args.capacity_sessions,
-                0,
-                self.workdir,
-                mode="closed",
-                duration_s=self.args.capacity_seconds,
-                ramp_ms=500,
-            )
-            log(
-                f"  {cap['events_per_s']} events/s, p50 {cap['rtt_ms']['p50']} ms, "
-                f"server CPU {cap['server_cpu_ms_per_event']} ms/event"
-            )
-            self.results["capacity"][target.name] = cap
-            cap["settle_s"] = self.settle(target)
-
-    def measure_frames(self, target):
-        """Length of the mount HTML and patch frames the real service sends (for the echo baseline)."""
-        frames = measure_frames(target)
-        self.mount_html_bytes = frames["mount_html_chars"]
-        self.results["meta"]["frames"] = frames
-        log(f"mount html {frames['mount_html_chars']} chars, patch frame {frames['patch_frame_chars']} chars")
-
-    def http(self, ours):
-        seconds, conns = self.args.wrk_seconds, self.args.wrk_connections
-        for path in ("/health/live/", "/"):
-            log(f"wrk {path} through Nginx ({conns} connections, {seconds} s)")
-            cpu0 = cpu_seconds(ours.server_pids())
-            result = run_wrk(f"{ours.nginx.base}{path}", self.domain, seconds, conns)
-            result["server_cpu_s"] = round(cpu_seconds(ours.server_pids()) - cpu0, 2)
-            result["target"] = "ours"
-            log(
-                f"  {result['requests_per_s']} req/s, p50 {result.get('p50_ms')} ms, "
-                f"p99 {result.get('p99_ms')} ms, "
-                f"non-2xx {result['non_2xx_3xx']}"
-            )
-            self.results["http"].append(result)
-            time.sleep(self.args.pause)
-
-    def http_bare(self):
-        port = stack.free_port()
-        server = self.started(
-            Server(
-                "bare_django",
-                [
-                    self.python,
-                    "-m",
-                    "uvicorn",
-                    "bench.baselines.bare_django:application",
-                    "--port",
-                    str(port),
-                    "--workers",
-                    "2",
-                    "--log-level",
-                    "warning",
-                    "--no-access-log",
-                ],
-                cwd=REPO,
-                env=self.baseline_env(),
-                port=port,
-                log_path=self.workdir / "bare_django.log",
-            ).start()
-        )
-        nginx = self.started(BenchNginx(self.workdir / "nginx-bare", port).start())
-        seconds, conns = self.args.wrk_seconds, self.args.wrk_connections
-        log(f"wrk bare Django view through Nginx ({conns} connections, {seconds} s)")
-        result = run_wrk(f"{nginx.base}/", self.domain, seconds, conns)
-        result["target"] = "bare_django"
-        log(
-            f"  {result['requests_per_s']} req/s, p50 {result.get('p50_ms')} ms, "
-            f"p99 {result.get('p99_ms')} ms"
-        )
-        self.results["http"].append(result)
-        for thing in (nginx, server):
-            thing.stop()
-            self.cleanup.remove(thing)
-
-    def memory(self, name, redis=None):
-        """Per-session RSS on a freshly started server for each mode, so freed memory is not reused."""
-        for compression in ("deflate", None):
-            if name == "ours":
-                server = stack.AppServer(
-                    self.project, self.app_env, workers=2, log_path=self.workdir / "serve-memory.log"
+            repeat = []
+            for number in range(repeats):
+                log(
+                    f"{target.name}: {sessions} sessions x 1 event/s for {self.args.events} s "
+                    f"({number + 1}/{repeats})"
                 )
-                view = "core.views.CounterView"
-            else:
-                server, _, view = self.baseline_server(name)
-            self.started(server.start())
-            target = Target(name, name, server, None, view, origin=f"https://{self.domain}", host=self.domain)
-            log(
-                f"{name}: memory over {self.args.memory_sessions} idle sessions on a fresh server, "
-                f"client offers deflate: {compression is not None}"
-            )
-            try:
-                result = measure_memory(target, server.port, self.args.memory_sessions, compression, redis)
-            finally:
-                server.stop()
-                self.cleanup.remove(server)
-            log(
-                f"  {result['kb_per_session']} KB per session ({result['negotiated']}), "
-                f"{result['failures']} failures"
-            )
-            self.results["memory"].append(result)
+                result = self.k6(target, sessions, self.args.events)
+                rtt = result["rtt_ms"]
+                log(
+                    f"  p50 {rtt['p50']} p99 {rtt['p99']} max {rtt['max']} ms; "
+                    f"{result['events_answered']}/{result['events_sent']} answered, "
+                    f"{result['errors']} errors; "
+                    f"server {result['server_cpu_ms_per_event']} ms CPU/event"
+                )
+                repeat.append(result)
+            runs.append(fold(repeat))
+        section["liveview"][target.name] = {"label": target.label, "runs": runs}
+        if self.args.capacity_seconds:
+            repeat = []
+            for number in range(repeats):
+                log(
+                    f"{target.name}: capacity, {self.args.capacity_sessions} sessions closed loop "
+                    f"({number + 1}/{repeats})"
+                )
+                cap = self.k6(
+                    target,
+                    self.args.capacity_sessions,
+                    0,
+                    mode="closed",
+                    duration_s=self.args.capacity_seconds,
+                    ramp_ms=500,
+                )
+                log(f"  {cap['events_per_s']} events/s, server {cap['server_cpu_ms_per_event']} ms CPU/event")
+                repeat.append(cap)
+            section["capacity"][target.name] = fold(repeat)
+
+    def http(self, target, paths, section, repeats):
+        seconds, conns = self.args.wrk_seconds, self.args.wrk_connections
+        for path in paths:
+            repeat = []
+            for number in range(repeats):
+                log(
+                    f"wrk {target.name} {path} through Nginx ({conns} connections, {seconds} s) "
+                    f"({number + 1}/{repeats})"
+                )
+                result = run_wrk(
+                    f"{target.nginx.base}{path}",
+                    self.domain,
+                    seconds,
+                    conns,
+                    server_pids=target.server_pids(),
+                    prefix=self.pin.load(),
+                )
+                result["target"] = target.name
+                log(
+                    f"  {result['requests_per_s']} req/s, p99 {result.get('p99_ms')} ms, "
+                    f"server {result['server_cpu_ms_per_request']} ms CPU/request, "
+                    f"non-2xx {result['non_2xx_3xx']}"
+                )
+                repeat.append(result)
+                time.sleep(self.args.pause)
+            section["http"].append(fold(repeat))
+
+    def memory(self, targets):
+        """Per-session RSS on a freshly started server for each mode, so freed memory is not reused."""
+        for name in ("ours", "djust_new"):
+            for compression in ("deflate", None):
+                if name == "ours":
+                    server = targets.app_server(self.project, self.workers, "serve-memory.log")
+                    view = "core.views.CounterView"
+                else:
+                    server, view = targets.baseline_server(name)
+                self.started(server.start())
+                target = Target(
+                    name, name, server, None, view, origin=f"https://{self.domain}", host=self.domain
+                )
+                log(
+                    f"{name}: memory over {self.args.memory_sessions} idle sessions on a fresh server, "
+                    f"client offers deflate: {compression is not None}"
+                )
+                try:
+                    result = measure_memory(
+                        target,
+                        server.port,
+                        self.args.memory_sessions,
+                        compression,
+                        self.redis if name == "ours" else None,
+                    )
+                finally:
+                    self.stop(server)
+                log(
+                    f"  {result['kb_per_session']} KB per session ({result['negotiated']}), "
+                    f"{result['failures']} failures"
+                )
+                self.results["memory"].append(result)
+
+    def startup(self, targets):
+        """Exec to first 200: bin/serve with 1 and 2 workers, and a bare Django app on uvicorn (1 worker)."""
+        repeats = self.args.startup_repeats
+        runs = [("ours", 1), ("ours", 2), ("bare_django", 1)]
+        for name, workers in runs:
+            times = []
+            for _ in range(repeats):
+                port = stack.free_port()
+                if name == "ours":
+                    env = self.project.env(
+                        **{
+                            **self.app_env,
+                            "DJANGO_SETTINGS_MODULE": "config.settings.prod",
+                            "HOST": "127.0.0.1",
+                            "PORT": str(port),
+                            "WEB_CONCURRENCY": str(workers),
+                        }
+                    )
+                    argv, cwd, path = [self.python, "bin/serve"], self.project.path, "/health/live/"
+                else:
+                    env, cwd, path = baseline_env(), REPO, "/health/live/"
+                    argv = [self.python, "-m", "uvicorn", "bench.baselines.bare_django:application"]
+                    argv += ["--port", str(port), "--log-level", "warning"]
+                seconds = first_200(
+                    [*self.pin.server(), *argv], cwd, env, port, path, self.workdir / f"startup-{name}.log"
+                )
+                times.append(seconds)
+                time.sleep(0.5)
+            measured = sorted(t for t in times if t is not None)
+            result = {
+                "target": name,
+                "workers": workers,
+                "seconds": times,
+                "median_s": measured[len(measured) // 2] if measured else None,
+                "min_s": measured[0] if measured else None,
+                "max_s": measured[-1] if measured else None,
+            }
+            log(f"start-up {name}, {workers} worker(s): {times}")
+            self.results["startup"].append(result)
+
+    def one_pass(self, name, repeats):
+        args = self.args
+        pin = self.pin if name == "pinned" else NO_PINNING
+        # The bench's own process (polling /proc, the memory clients) stays off the server's core.
+        os.sched_setaffinity(0, {LOAD_CPU} if pin.on else set(range(os.cpu_count())))
+        targets = Targets(self, pin)
+        section = {"liveview": {}, "capacity": {}, "http": [], "repeats": repeats}
+        self.results["passes"][name] = section
+        log(f"=== {name} pass, {repeats} run(s) of each point")
+        for target_name in [t for t in LIVE_TARGETS if t in args.only]:
+            target = targets.start(target_name)
+            self.record_affinity(target) if pin.on else None
+            if target_name == "ours" and not self.mount_html_bytes:
+                frames = measure_frames(target)
+                self.mount_html_bytes = frames["mount_html_chars"]
+                self.results["meta"]["frames"] = frames
+            self.liveview(target, section, repeats)
+            if target_name == "ours" and args.wrk_seconds:
+                self.http(target, ("/health/live/", "/"), section, repeats)
+            if target_name == "ours" and args.profile_seconds and name == self.passes[0][0]:
+                self.profile(target)
+            self.stop(target.nginx, target.server)
+        if args.wrk_seconds and "ours" in args.only:
+            bare = targets.start("bare_django")
+            self.record_affinity(bare) if pin.on else None
+            self.http(bare, ("/",), section, repeats)
+            self.stop(bare.nginx, bare.server)
+        if name == self.passes[0][0]:
+            if args.memory_sessions and {"ours", "djust_new"} <= set(args.only):
+                self.memory(targets)
+            if args.startup_repeats:
+                self.startup(targets)
+        section["primary"] = primary(section, args.sizes)
+
+    def profile(self, target):
+        if not (shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))):
+            self.note("py-spy is not installed (pip install py-spy): no profile")
+            return
+        log(f"py-spy on one worker for {self.args.profile_seconds} s under closed-loop load")
+        self.results["profile"] = profile_worker(
+            target, self.workdir, self.args.profile_seconds, self.args.capacity_sessions
+        )
 
     def run(self):
-        args = self.args
-        project = self.prepare_project()
-        ours = self.start_ours()
-        self.measure_frames(ours)
-        targets = [t for t in ("echo", "djust_new") if t in args.only]
-        if "ours" in args.only:
-            self.liveview(ours)
-            if args.profile_seconds and not (
-                shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
-            ):
-                self.note("py-spy is not installed (pip install py-spy): no profile")
-            elif args.profile_seconds:
-                log(f"py-spy on one worker for {args.profile_seconds} s under closed-loop load")
-                self.results["profile"] = profile_worker(
-                    ours, self.workdir, args.profile_seconds, args.capacity_sessions
-                )
-            if args.wrk_seconds:
-                self.http(ours)
-            if args.memory_sessions:
-                self.memory("ours", self.redis)
-        # The service's workers sit idle while the baselines run.
-        for name in targets:
-            baseline = self.start_baseline(name)
-            self.liveview(baseline)
-            self.stop(baseline)
-            if args.memory_sessions and name == "djust_new":
-                self.memory("djust_new")
-        if args.wrk_seconds and "ours" in args.only:
-            self.http_bare()
-        if args.startup_repeats:
-            self.stop(ours)
-            for workers in (1, 2):
-                log(f"start-up: bin/serve with {workers} worker(s), {args.startup_repeats} times")
-                result = measure_startup(
-                    project,
-                    {**self.app_env, "DJANGO_SETTINGS_MODULE": "config.settings.prod", "HOST": "127.0.0.1"},
-                    workers,
-                    args.startup_repeats,
-                )
-                log(f"  {result['seconds']}")
-                self.results["startup"].append(result)
-        self.results["ratios"] = ratios(self.results["liveview"], self.results["capacity"])
+        self.prepare_project()
+        for name, repeats in self.passes:
+            self.one_pass(name, repeats)
+        os.sched_setaffinity(0, set(range(os.cpu_count())))
         self.results["targets"] = judge(self.results)
         self.results["meta"]["loadavg_at_end"] = os.getloadavg()
         self.results["meta"]["finished_utc"] = datetime.datetime.now(datetime.UTC).isoformat(
@@ -425,17 +423,23 @@ class Bench:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="100,500,1000", help="concurrent sessions per run, comma list")
-    parser.add_argument("--events", type=int, default=30, help="events per session (1/s) in each run")
-    parser.add_argument("--only", default="ours,echo,djust_new", help="targets to run, comma list")
+    parser.add_argument("--sizes", default="100,500", help="concurrent sessions per run, comma list")
+    parser.add_argument("--events", type=int, default=15, help="events per session (1/s) in each run")
+    parser.add_argument("--only", default="ours,ours_def,djust_new,echo", help="targets to run, comma list")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each point (median, min-max)")
+    parser.add_argument(
+        "--unpinned-repeats", type=int, default=1, help="runs of each point unpinned (0: no pass)"
+    )
+    parser.add_argument("--no-pin", dest="pin", action="store_false", help="no taskset: one unpinned pass")
+    parser.add_argument("--workers", type=int, help="bin/serve's workers (default: 1 pinned, 2 not)")
     parser.add_argument("--capacity-sessions", type=int, default=50)
     parser.add_argument("--capacity-seconds", type=float, default=10, help="0 skips the closed-loop run")
-    parser.add_argument("--memory-sessions", type=int, default=1000, help="0 skips the memory runs")
-    parser.add_argument("--wrk-seconds", type=int, default=10, help="0 skips HTTP")
+    parser.add_argument("--memory-sessions", type=int, default=500, help="0 skips the memory runs")
+    parser.add_argument("--wrk-seconds", type=int, default=8, help="0 skips HTTP")
     parser.add_argument("--wrk-connections", type=int, default=50)
     parser.add_argument("--startup-repeats", type=int, default=3, help="0 skips start-up timing")
-    parser.add_argument("--profile-seconds", type=int, default=15, help="py-spy a worker this long (0: off)")
-    parser.add_argument("--pause", type=float, default=3.0, help="seconds of quiet between runs")
+    parser.add_argument("--profile-seconds", type=int, default=0, help="py-spy a worker this long (0: off)")
+    parser.add_argument("--pause", type=float, default=2.0, help="seconds of quiet between runs")
     parser.add_argument(
         "--server-env",
         action="append",
@@ -451,23 +455,28 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
-    if args.server_env:
-        args.server_env = list(args.server_env)
-
+    if args.pin and (os.cpu_count() or 1) < 2:
+        args.pin = False
     bench = Bench(args)
     log(f"work directory {bench.workdir}")
+    log(
+        f"passes {bench.passes}, {bench.workers} worker(s); estimated duration "
+        f"{bench.results['meta']['estimate_s'] / 60:.0f} min"
+    )
+    started = time.monotonic()
     try:
         bench.run()
     finally:
         bench.close()
+        os.sched_setaffinity(0, set(range(os.cpu_count())))
+    bench.results["meta"]["duration_s"] = round(time.monotonic() - started)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(bench.results, indent=1) + "\n")
     log(f"wrote {output}")
     render.write(bench.results, Path(args.markdown), Path(args.plot))
-    log(f"wrote {args.markdown} and {args.plot}")
-    for name, verdict in bench.results["targets"].items():
-        log(f"target {name}: {'MET' if verdict['met'] else 'MISSED'} {verdict}")
+    log(f"wrote {args.markdown} and {args.plot}; took {bench.results['meta']['duration_s'] / 60:.1f} min")
+    print(render.summary(bench.results), flush=True)
     if not args.keep and not args.workdir:
         shutil.rmtree(bench.workdir, ignore_errors=True)
     return 0
