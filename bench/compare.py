@@ -51,6 +51,8 @@ def _median(values):
     numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
     if numbers and len(numbers) == len(values):
         middle = statistics.median(numbers)
+        if isinstance(middle, float) and middle.is_integer() and all(isinstance(v, int) for v in numbers):
+            return int(middle)  # counts stay counts
         return round(middle, 3) if isinstance(middle, float) else middle
     return first
 

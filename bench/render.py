@@ -140,12 +140,14 @@ def header(results):
     return out
 
 
-# Why one worker on one core: measured with this benchmark (see bench/run.py --workers).
+# Why one worker on one core: measured with this benchmark on 2026-11-24 (shared machine),
+# `--only ours --sizes 500 --events 10 --repeats 2 --unpinned-repeats 0 --workers 1` and `--workers 2`.
 WORKERS_WHY = (
-    "With one core for the service, one worker: on the pinned core, 2 workers gave no more capacity "
-    "than 1 and cost more CPU per event (two event loops and two Redis subscribers taking turns on one "
-    "core), so the pinned figures use the count that core serves best; bin/serve's default on a "
-    "real host stays one worker per core."
+    "Why one: with one core for the service, 2 workers took turns on it and did worse. Measured "
+    "pinned on 2026-11-24 (two runs each, machine shared): closed-loop capacity 559 (496–622) "
+    "events/s at 1.50 (1.47–1.54) ms CPU/event with 1 worker against 471 (465–478) at 2.15 "
+    "(2.08–2.23) with 2; at 500 sessions x 1 event/s, 1 worker answered 5,000 and 4,911 of 5,000 "
+    "events (p99 4.5 and 5.9 s), 2 workers 972 of 4,476 and 3,401 of 5,000 (p99 12.9 and 9.4 s)."
 )
 
 TARGET_LABELS = {

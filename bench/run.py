@@ -67,7 +67,7 @@ def estimate_s(args, passes):
     for _, repeats in passes:
         per_target = 8  # start the server and its Nginx
         for size in args.sizes:
-            per_target += repeats * (max(1, size * 0.005) + 2 + args.events + 4 + args.pause + 1)
+            per_target += repeats * (max(1, size * 0.005) + 2 + args.events + 6 + args.pause + 1)
         if args.capacity_seconds:
             per_target += repeats * (0.5 + 2 + args.capacity_seconds + 4 + args.pause + 1)
         total += per_target * len(targets)

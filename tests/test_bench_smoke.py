@@ -33,6 +33,8 @@ def bench_results(tmp_path_factory):
     argv = [
         "--sizes", str(SESSIONS), "--events", str(EVENTS),
         "--repeats", str(REPEATS), "--unpinned-repeats", "1",
+        # Two workers, so the pinning check sees a worker uvicorn spawned.
+        "--workers", "2",
         "--capacity-sessions", "2", "--capacity-seconds", "1",
         "--memory-sessions", "5", "--wrk-seconds", "1", "--wrk-connections", "4",
         "--startup-repeats", "1", "--pause", "0", "--profile-seconds", "0",
