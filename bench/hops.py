@@ -13,9 +13,10 @@ configuration mounts the demo's CounterView and sends `increment` events one
 after another, each answered before the next is sent.
 
 Each configuration removes (or restores) one part, by patching in this
-benchmark process only; the generated project patches nothing. Rounds
-interleave the configurations so that a busy machine slows them alike; every
-figure is printed beside the unchanged baseline of the same run. djust's
+benchmark process only; the generated project patches nothing. Each round
+runs every configuration once, in a shuffled order, so that a busy machine
+slows them alike; every figure is printed beside the unchanged baseline of the
+same run, and the baseline runs twice per round to show the noise floor. djust's
 per-connection rate limit (100 messages/s) is lifted for every configuration:
 one session here sends far faster than a person clicks.
 
@@ -27,9 +28,11 @@ sync_to_async hop.
 """
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -42,6 +45,7 @@ HERE = Path(__file__).resolve()
 # (name, what differs from the baseline)
 CONFIGS = [
     ("baseline", "the template as generated: demo CounterView, async handler"),
+    ("baseline_again", "the baseline in a second session of each round: the noise floor"),
     ("channels_cleanup", "+ channels' DB cleanup before every message (the template before this change)"),
     ("no_permission_hops", "- djust's check_handler_permission/check_object_permission hops (inline)"),
     ("no_render_hop", "- the render hop (render_with_diff, _sync_state_to_rust inline)"),
@@ -250,15 +254,21 @@ class InsideBench:
         names = [name for name, _ in CONFIGS]
         events = {name: {"times": [], "cpu": [], "hops": []} for name in names}
         connects = {"as_generated": [], "without_hotreload_group": []}
-        for round_number in range(self.args.rounds):
-            order = names[round_number % len(names) :] + names[: round_number % len(names)]
+        shuffle = random.Random(14)  # the same orders in every run
+        for _ in range(self.args.rounds):
+            order = names[:]
+            shuffle.shuffle(order)
             for name in order:
+                # Let what the previous session left running finish (its
+                # disconnect's Redis calls, a trailing push) before timing.
+                await asyncio.sleep(self.args.settle)
                 times, cpu, hops = await self.one_session(name)
                 events[name]["times"] += times
                 events[name]["cpu"].append(cpu)
                 events[name]["hops"].append(hops)
             connects["as_generated"] += await self.connects(False)
             connects["without_hotreload_group"] += await self.connects(True)
+            await asyncio.sleep(self.args.settle)
         return {"events": events, "connects": connects, "bare_hop": await self.bare_hop()}
 
 
@@ -317,11 +327,11 @@ def report(raw):
     """Summaries of the raw figures, and the tables as Markdown."""
     described = dict(CONFIGS)
     base = summary(raw["events"]["baseline"]["times"])["median"]
-    base_cpu = statistics.median(raw["events"]["baseline"]["cpu"])
+    base_cpu = raw["events"]["baseline"]["cpu"]
     rows = {}
     table = [
         "| configuration | hops/event | round trip ms, median (p10-p90) | vs baseline"
-        " | CPU ms/event, median (range over rounds) | vs baseline |",
+        " | CPU ms/event, median (range over rounds) | vs baseline, paired by round: median (range) |",
         "|---|---|---|---|---|---|",
     ]
     for name, figures in raw["events"].items():
@@ -333,10 +343,14 @@ def report(raw):
             "round_trip_s": wall,
             "cpu_s": cpu,
         }
-        cpu_range = f"{ms(cpu['median']):.3f} ({ms(cpu['min']):.3f}-{ms(cpu['max']):.3f})"
+        # The same round's baseline ran seconds apart: the pairs
+        # cancel most of what a busy machine adds over the run.
+        paired = summary([mine - theirs for mine, theirs in zip(figures["cpu"], base_cpu, strict=True)])
+        rows[name]["cpu_vs_baseline_s"] = paired
         table.append(
             f"| {name}: {described[name]} | {hops:g} | {span(wall)} | {ms(wall['median'] - base):+.3f}"
-            f" | {cpu_range} | {ms(cpu['median'] - base_cpu):+.3f} |"
+            f" | {ms(cpu['median']):.3f} ({ms(cpu['min']):.3f}-{ms(cpu['max']):.3f})"
+            f" | {ms(paired['median']):+.3f} ({ms(paired['min']):+.3f} to {ms(paired['max']):+.3f}) |"
         )
     connects = {name: summary(times) for name, times in raw["connects"].items()}
     table += ["", "| connect + close | ms, median (p10-p90) |", "|---|---|"]
@@ -357,6 +371,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=30, help="untimed events first (default 30)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds over all configurations (default 5)")
     parser.add_argument("--connects", type=int, default=50, help="connects per round and kind (default 50)")
+    parser.add_argument("--settle", type=float, default=0.3, help="seconds of quiet before each session")
     parser.add_argument("--output", help="write the figures as JSON here")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -418,7 +433,7 @@ def main(argv=None):
 def forwarded(args):
     return [
         f"--events={args.events}", f"--warmup={args.warmup}",
-        f"--rounds={args.rounds}", f"--connects={args.connects}",
+        f"--rounds={args.rounds}", f"--connects={args.connects}", f"--settle={args.settle}",
     ]  # fmt: skip
 
 
