@@ -19,6 +19,11 @@ the database).
    the cleanup arms) and connected again. No event after the restart fails.
 
 The sessions stay open throughout: the same sockets, the same mounted views.
+A second test runs bin/serve with DJANGO_CONN_MAX_AGE=1: an event after 1.5 s
+is served by a new backend, the old connection closed for its age.
+
+Both fail with the cleanup removed from the consumer (tried: after the
+restart every event failed; past its age the connection was kept).
 """
 
 import asyncio
@@ -85,7 +90,7 @@ def served(tmp_path_factory):
     app = AppServer(project, app_env(project, redis, postgres), workers=2, log_path=base / "serve.log")
     try:
         app.prepare().start()
-        yield app, postgres
+        yield app, postgres, redis, base
     finally:
         app.stop()
         postgres.stop()
@@ -154,7 +159,7 @@ async def round_of_events(sessions, first_ref):
 
 
 def test_events_that_query_the_database_survive_a_postgres_restart(served):
-    app, postgres = served
+    app, postgres, _, _ = served
     origin = "http://localhost"
     url = f"ws://127.0.0.1:{app.port}/ws/live/"
 
@@ -186,3 +191,40 @@ def test_events_that_query_the_database_survive_a_postgres_restart(served):
     assert set(after) <= backends_after, (after, backends_after)
     assert not set(after) & backends_before, "a page still shows a backend from before the restart"
     wait_for(lambda: app.process.poll() is None, 1, "bin/serve to be still running")
+
+
+def test_a_connection_older_than_conn_max_age_is_replaced(served):
+    """With DJANGO_CONN_MAX_AGE=1, an event 1.5 s after the last is served by a new backend.
+
+    Without any cleanup before the message, the worker would keep its first
+    connection for as long as it lives.
+    """
+    _, postgres, redis, base = served
+    project_env = app_env(served[0].project, redis, postgres, DJANGO_CONN_MAX_AGE="1")
+    app = AppServer(served[0].project, project_env, workers=1, log_path=base / "serve-max-age.log")
+    app.start()
+    url, origin = f"ws://127.0.0.1:{app.port}/ws/live/", "http://localhost"
+
+    async def scenario():
+        session = await open_probe(url, origin)
+        try:
+            shown = []
+            for ref in (1, 2, 3):
+                if ref == 3:
+                    await asyncio.sleep(1.5)  # the connection is now older than CONN_MAX_AGE
+                answer = await query(session, ref)
+                assert answer["type"] in HANDLED, answer
+                # A noop means the page, and so the backend, did not change.
+                patched = re.findall(r"'text': '(\d+)'", str(answer.get("patches")))
+                shown.append(int(patched[-1]) if patched else shown[-1])
+            return shown
+        finally:
+            await session.close()
+
+    try:
+        first, second, after_max_age = asyncio.run(scenario())
+    finally:
+        app.stop()
+    print(f"backends: {first}, {second}, then {after_max_age} after 1.5 s")
+    assert first == second, "two events in quick succession should share one connection"
+    assert after_max_age not in (None, first)
