@@ -15,6 +15,7 @@ from asgiref.sync import sync_to_async
 from channels.consumer import AsyncConsumer
 from django.contrib.sessions.models import Session
 
+from core.consumers import StrictLiveViewConsumer
 from core.db_connections import SHARED_THREAD
 from tests.test_counter import open_session, reply_to
 
@@ -42,6 +43,11 @@ def test_channels_dispatch_is_the_one_the_consumer_replaces():
     """
     current = textwrap.dedent(inspect.getsource(AsyncConsumer.dispatch))
     assert current.strip() == CHANNELS_DISPATCH.strip()
+    # Nor may djust's consumer (or channels' WebSocket ones) start defining a
+    # dispatch of its own, which the override would silently skip.
+    mro = StrictLiveViewConsumer.__mro__
+    between = mro[1 : mro.index(AsyncConsumer)]
+    assert [cls for cls in between if "dispatch" in vars(cls)] == []
 
 
 async def click(communicator, ref):
