@@ -18,6 +18,10 @@ socket is open (keep_groups below), and records the LiveView metrics of
 core/metrics.py: djust 1.2.6 offers no hook for connects, events or pushes (its
 only signals are for errors and full re-renders), so they are counted here,
 around each call into djust, without changing what djust does.
+
+And it skips channels' database-connection cleanup before a message while no
+database connection is open to clean (core/db_connections.py): the demo's
+events never touch the database, and each cleanup is a thread hop.
 """
 
 import asyncio
@@ -26,11 +30,13 @@ import json
 import logging
 import time
 
+from channels.consumer import get_handler_name
 from djust.config import config as djust_config
 from djust.security.mount import is_view_path_allowed, resolve_view_class
 from djust.websocket import LiveViewConsumer
 
 from core import metrics
+from core.db_connections import SHARED_THREAD
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +52,22 @@ REFUSAL_FRAMES = {"error", "rate_limit_exceeded"}
 
 class StrictLiveViewConsumer(LiveViewConsumer):
     """LiveViewConsumer that refuses malformed messages before djust parses them."""
+
+    async def dispatch(self, message):
+        """channels 4.3's AsyncConsumer.dispatch, with its cleanup run only when needed.
+
+        channels awaits aclose_old_connections() here before every message
+        (connect, each frame, each server push, disconnect). This is its code
+        with that one call replaced; tests/test_db_connections.py fails if a
+        channels release changes the method, so a change there is read before
+        an upgrade ships.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler:
+            await SHARED_THREAD.aclose_old_connections()
+            await handler(message)
+        else:
+            raise ValueError(f"No handler for message type {message['type']}")
 
     async def connect(self):
         self.refused_messages = 0
