@@ -223,6 +223,7 @@ def set_cookies(answer):
 
 
 def summary(values_ms):
+    """Median and spread of a list of milliseconds."""
     ordered = sorted(values_ms)
     n = len(ordered)
 
@@ -238,42 +239,73 @@ def summary(values_ms):
     }
 
 
-async def measure(caller, requests, warmup, visit, rounds):
-    """Time `requests` GETs of one kind (in `rounds` blocks), after `warmup` untimed ones."""
-    first = await caller.get("/")
-    if first["status"] != 200:
-        raise SystemExit(f"GET / answered {first['status']}: {first['body'][:300]!r}")
-    cookies = set_cookies(first) if visit == "second" else None
-    for _ in range(warmup):
-        await caller.get("/", cookies)
-    totals, round_medians, parts = [], [], {}
-    per_round = max(1, requests // rounds)
-    for _ in range(rounds):
+class Series:
+    """The timed GETs of one kind (a variant, first or second visit), gathered block by block."""
+
+    def __init__(self, caller, visit):
+        self.caller, self.visit = caller, visit
+        self.cookies = None
+        self.totals, self.block_medians, self.parts = [], [], {}
+        self.bytes, self.set_cookie = 0, []
+
+    async def prepare(self, warmup):
+        """One GET for the cookies (second visits send them back), then untimed ones."""
+        first = await self.caller.get("/")
+        if first["status"] != 200:
+            raise SystemExit(f"GET / answered {first['status']}: {first['body'][:300]!r}")
+        self.bytes, self.set_cookie = len(first["body"]), sorted(set_cookies(first))
+        self.cookies = set_cookies(first) if self.visit == "second" else None
+        for _ in range(warmup):
+            await self.caller.get("/", self.cookies)
+
+    async def block(self, requests):
         block = []
-        for _ in range(per_round):
-            answer = await caller.get("/", cookies)
+        for _ in range(requests):
+            answer = await self.caller.get("/", self.cookies)
             if answer["status"] != 200:
                 raise SystemExit(f"GET / answered {answer['status']} during the run")
             block.append(answer["seconds"] * 1000)
             for label, (seconds, calls) in answer["spent"].items():
-                entry = parts.setdefault(label, {"ms": [], "calls": []})
+                entry = self.parts.setdefault(label, {"ms": [], "calls": []})
                 entry["ms"].append(seconds * 1000)
                 entry["calls"].append(calls)
-        totals.extend(block)
-        round_medians.append(statistics.median(block))
-    result = summary(totals)
-    result["round_medians_ms"] = [round(m, 3) for m in round_medians]
-    result["bytes"] = len(first["body"])
-    result["set_cookie"] = sorted(set_cookies(first)) if visit == "first" else sorted(cookies)
-    result["parts"] = {
-        label: {
-            # Median over all requests, counting a request that never called it as 0.
-            "median_ms": round(statistics.median(entry["ms"] + [0.0] * (len(totals) - len(entry["ms"]))), 3),
-            "calls_per_request": round(sum(entry["calls"]) / len(totals), 2),
+        self.totals.extend(block)
+        self.block_medians.append(statistics.median(block))
+
+    def result(self):
+        n = len(self.totals)
+        result = summary(self.totals)
+        result["round_medians_ms"] = [round(m, 3) for m in self.block_medians]
+        result["bytes"] = self.bytes
+        result["set_cookie_on_first_answer"] = self.set_cookie
+        result["parts"] = {
+            label: {
+                # Median over all requests, counting a request that never called it as 0.
+                "median_ms": round(statistics.median(entry["ms"] + [0.0] * (n - len(entry["ms"]))), 3),
+                "calls_per_request": round(sum(entry["calls"]) / n, 2),
+            }
+            for label, entry in sorted(self.parts.items())
         }
-        for label, entry in sorted(parts.items())
-    }
-    return result
+        return result
+
+
+async def measure_interleaved(runs, args):
+    """runs: [(name, visit, Series, enter, leave)]; blocks taken in turn, so noise hits all alike."""
+    for _, _, series, enter, leave in runs:
+        enter()
+        try:
+            await series.prepare(args.warmup)
+        finally:
+            leave()
+    per_block = max(1, args.requests // args.rounds)
+    for number in range(args.rounds):
+        for _, _, series, enter, leave in runs:
+            enter()
+            try:
+                await series.block(per_block)
+            finally:
+                leave()
+        log(f"block {number + 1} of {args.rounds} done")
 
 
 def variant_settings(name, base_middleware):
@@ -329,6 +361,15 @@ VARIANTS = [
 ]
 
 
+def time_session_creation():
+    """Time SessionStore.create() of every engine, where each defines it (not inherited twice)."""
+    label = "session: create (djust, first visit: first save)"
+    for engine in ("cache", "cached_db", "db", "signed_cookies"):
+        store = importlib.import_module(f"django.contrib.sessions.backends.{engine}").SessionStore
+        if "create" in vars(store):
+            store.create = timed(label, store.create)
+
+
 async def run_project(args):
     import django
 
@@ -340,27 +381,30 @@ async def run_project(args):
 
     view_class = getattr(resolve("/").func, "view_class", None)
     labels = instrument(view_class)
+    time_session_creation()
     host = (settings.ALLOWED_HOSTS or ["localhost"])[0].lstrip(".")
     results = {"settings_module": os.environ.get("DJANGO_SETTINGS_MODULE"), "host": host, "variants": {}}
     results["session_engine_configured"] = settings.SESSION_ENGINE
     results["instrumented"] = labels
     base_middleware = list(settings.MIDDLEWARE)
+    runs, described = [], {}
     for name in args.variants:
         overrides, description = variant_settings(name, base_middleware)
-        with override_settings(**overrides):
-            engine = importlib.import_module(settings.SESSION_ENGINE).SessionStore
-            original_create = engine.create
-            engine.create = timed("session: create (djust, first visit: first save)", original_create)
-            try:
-                # A new handler reads MIDDLEWARE and SESSION_ENGINE again.
-                caller = Caller(ASGIHandler(), host)
-                entry = {"description": description, "session_engine": settings.SESSION_ENGINE}
-                for visit in ("first", "second"):
-                    entry[visit] = await measure(caller, args.requests, args.warmup, visit, args.rounds)
-                    log(f"{name:26s} {visit} visit: median {entry[visit]['median_ms']} ms")
-            finally:
-                engine.create = original_create
-        results["variants"][name] = entry
+        override = override_settings(**overrides)
+        override.enable()
+        try:
+            # A new handler reads MIDDLEWARE and SESSION_ENGINE again.
+            caller = Caller(ASGIHandler(), host)
+            described[name] = {"description": description, "session_engine": settings.SESSION_ENGINE}
+        finally:
+            override.disable()
+        for visit in ("first", "second"):
+            runs.append((name, visit, Series(caller, visit), override.enable, override.disable))
+    await measure_interleaved(runs, args)
+    for name, visit, series, _, _ in runs:
+        entry = results["variants"].setdefault(name, dict(described[name]))
+        entry[visit] = series.result()
+        log(f"{name:26s} {visit} visit: median {entry[visit]['median_ms']} ms")
     return results
 
 
@@ -371,9 +415,13 @@ async def run_bare(args, repo):
     sys.modules["bare_django"] = module  # its own ROOT_URLCONF
     spec.loader.exec_module(module)
     caller = Caller(module.application, "localhost")
+    runs = [
+        ("bare", visit, Series(caller, visit), lambda: None, lambda: None) for visit in ("first", "second")
+    ]
+    await measure_interleaved(runs, args)
     entry = {"description": "bench/baselines/bare_django.py: one view, no middleware"}
-    for visit in ("first", "second"):
-        entry[visit] = await measure(caller, args.requests, args.warmup, visit, args.rounds)
+    for _, visit, series, _, _ in runs:
+        entry[visit] = series.result()
         log(f"{'bare Django view':26s} {visit} visit: median {entry[visit]['median_ms']} ms")
     return {"variants": {"bare Django view": entry}}
 
