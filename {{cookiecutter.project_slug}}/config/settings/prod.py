@@ -133,7 +133,7 @@ CACHES = {
 # Sessions live in the cache (the main Redis) only. djust creates a session on
 # every cookieless page view and saves its view state into it on every GET, so
 # writing each one through to the database as well (`cached_db`) cost two
-# database writes per first visit and one per later visit: the page took about
+# database writes per first visit and one per later visit: the page took two to
 # three times as long (python -m bench.page in the template repository). The
 # price: a Redis restart without persistence, a flush or an eviction ends the
 # sessions it drops. Those visitors get a new session on their next request,
