@@ -124,7 +124,7 @@ def test_channel_layer_and_presence_use_channel_redis_url(channel_url):
     [("true", "cached_db"), ("false", "cache"), ("", "cache")],
 )
 def test_sessions_in_database_writes_them_through_to_the_database(value, engine):
-    """DJANGO_SESSIONS_IN_DATABASE=true keeps sessions through a Redis flush (docs/deployment.md)."""
+    """DJANGO_SESSIONS_IN_DATABASE=true keeps sessions through a Redis flush (deployment.md)."""
     result = load_settings({**PROD_ENV, "DJANGO_SESSIONS_IN_DATABASE": value})
     assert result.returncode == 0, result.stderr
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
