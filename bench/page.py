@@ -174,7 +174,8 @@ def main(argv=None):
     if args.output:
         Path(args.output).write_text(json.dumps(results, indent=1) + "\n")
         log(f"wrote {args.output}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
