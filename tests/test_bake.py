@@ -134,8 +134,9 @@ def test_prod_fails_loudly_without_a_required_secret(synced, variant, missing):
         ("REDIS_URL", "", "Set the REDIS_URL environment variable"),
         # systemd's EnvironmentFile keeps an inline comment as part of the value.
         ("HOST", "127.0.0.1  # private address", "HOST='127.0.0.1  # private address'"),
+        ("DJANGO_SESSIONS_IN_DATABASE", "sometimes", "DJANGO_SESSIONS_IN_DATABASE='sometimes' is not"),
     ],
-    ids=["no-secret-key", "no-redis-url", "bad-host"],
+    ids=["no-secret-key", "no-redis-url", "bad-host", "bad-sessions-in-database"],
 )
 def test_serve_exits_78_with_one_line_naming_the_variable(synced, variant, name, value, named):
     # Checked once in the parent: no worker starts, so nothing is respawned forever

@@ -72,7 +72,8 @@ def test_prod_settings_use_redis_for_every_shared_backend():
         "channel_layer": "channels_redis.core.RedisChannelLayer",
         # Django's RedisCache, counting hits and misses for /metrics.
         "cache": "core.cache.RedisCache",
-        "session_engine": "django.contrib.sessions.backends.cached_db",
+        # Sessions in Redis only: no database write on every page view.
+        "session_engine": "django.contrib.sessions.backends.cache",
         "staticfiles": "whitenoise.storage.CompressedManifestStaticFilesStorage",
         # Idle WebSocket consumers block on Redis for minutes: no read timeout.
         "socket_timeout": None,
@@ -116,6 +117,24 @@ def test_channel_layer_and_presence_use_channel_redis_url(channel_url):
     main = PROD_ENV["REDIS_URL"]
     channels = channel_url or main
     assert where == {"cache": main, "state": main, "channel_layer": channels, "presence": channels}
+
+
+@pytest.mark.parametrize(
+    ("value", "engine"),
+    [("true", "cached_db"), ("false", "cache"), ("", "cache")],
+)
+def test_sessions_in_database_writes_them_through_to_the_database(value, engine):
+    """DJANGO_SESSIONS_IN_DATABASE=true keeps sessions through a Redis flush (deployment.md)."""
+    result = load_settings({**PROD_ENV, "DJANGO_SESSIONS_IN_DATABASE": value})
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert loaded["session_engine"] == f"django.contrib.sessions.backends.{engine}"
+
+
+def test_sessions_in_database_refuses_a_value_that_is_not_a_boolean():
+    result = load_settings({**PROD_ENV, "DJANGO_SESSIONS_IN_DATABASE": "sometimes"})
+    assert result.returncode != 0
+    assert "DJANGO_SESSIONS_IN_DATABASE='sometimes' is not a boolean" in result.stderr
 
 
 @pytest.mark.parametrize("missing", ["DJANGO_SECRET_KEY", "REDIS_URL"])

@@ -16,8 +16,9 @@ def closed_port():
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def redis_down(settings):
+# Production's default (cache) and DJANGO_SESSIONS_IN_DATABASE=true (cached_db).
+@pytest.fixture(params=["cache", "cached_db"])
+def redis_down(settings, request):
     """The cache (and so the sessions) on a Redis that refuses connections."""
     settings.CACHES = {
         "default": {
@@ -26,7 +27,7 @@ def redis_down(settings):
             "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
         }
     }
-    settings.SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+    settings.SESSION_ENGINE = f"django.contrib.sessions.backends.{request.param}"
 
 
 def test_a_page_load_with_redis_down_is_a_503_with_retry_after(client, redis_down, caplog):

@@ -130,9 +130,20 @@ CACHES = {
     }
 }
 
-# Sessions live in the cache and are written through to the database, so a
-# Redis flush logs nobody out. `manage.py clearsessions` runs on a timer.
-SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+# Sessions live in the cache (the main Redis) only. djust creates a session on
+# every cookieless page view and saves its view state into it on every GET, so
+# writing each one through to the database as well (`cached_db`) cost two
+# database writes per first visit and one per later visit: the page took two to
+# three times as long (python -m bench.page in the template repository). The
+# price: a Redis restart without persistence, a flush or an eviction ends the
+# sessions it drops. Those visitors get a new session on their next request,
+# signed-in users sign in again, and CSRF tokens keep working (they are in
+# their own cookie). DJANGO_SESSIONS_IN_DATABASE=true writes them through again
+# (docs/deployment.md, "Sessions").
+if env_bool("DJANGO_SESSIONS_IN_DATABASE", False):
+    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+else:
+    SESSION_ENGINE = "django.contrib.sessions.backends.cache"
 
 # --- Database -----------------------------------------------------------------
 # https://docs.djangoproject.com/en/5.2/ref/databases/#persistent-connections
