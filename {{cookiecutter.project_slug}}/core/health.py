@@ -5,6 +5,13 @@ the cache, djust's state backend and the channel layer. It answers 200 when
 all are up and 503 otherwise, in JSON, within a few seconds even when a
 dependency hangs (each probe has a deadline; they run concurrently).
 /health/live/ (liveness) touches nothing: restart the process only if it fails.
+
+A worker the server has just started answers /health/ with 503 "warming up"
+until it and its sibling workers have rendered their first page and mounted
+their first LiveView (core/warmup.py): a load balancer then sends visitors
+only to workers that will not make them wait for that. Liveness answers
+meanwhile, so systemd, Docker and orchestrators do not take a worker that is
+warming up for a hung one.
 """
 
 import asyncio
@@ -21,7 +28,7 @@ from health_check.base import HealthCheck
 from health_check.exceptions import ServiceUnavailable
 from health_check.views import HealthCheckView
 
-from core import metrics
+from core import metrics, warmup
 
 # Per-probe deadline; django-health-check adds one second of grace, so the
 # whole answer arrives in about three seconds at worst.
@@ -114,6 +121,11 @@ class ReadinessView(HealthCheckView):
         return [check(timeout=PROBE_TIMEOUT) for _, check in self.checks]
 
     async def get(self, request, *args, **kwargs):
+        warming = warmup.not_ready_reason()
+        if warming is not None:
+            # Not ready yet, and not broken: no dependency is probed (nor
+            # counted as failed) until the warm-up is over, a second or so.
+            return JsonResponse({"status": "warming up", "detail": warming}, status=503)
         with self.get_executor() as executor:
             results = await asyncio.gather(
                 *(check.get_result(executor) for check in self.get_checks())
