@@ -22,6 +22,8 @@ from tests.stack import AppServer, Postgres, RedisServer
 from tests.test_rehearsal import app_env
 from tests.variants import answers
 
+pytestmark = pytest.mark.slow
+
 VARIANTS = ["default", "py3.12-sqlite-gunicorn-lb-sticky-nosentry"]
 PARAMS = [pytest.param(v, id=v, marks=pytest.mark.xdist_group(v)) for v in VARIANTS]
 
