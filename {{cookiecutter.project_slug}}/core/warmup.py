@@ -5,9 +5,10 @@ process, on its first page and its first LiveView: djust imports about a
 hundred more modules on its first render, the template engine and the view's
 template load, the first database and Redis connections open, and the channel
 layer loads its Redis client and encryption on the first WebSocket. Measured on
-the default project (the template's bench/importtime.py): the first GET / of a
-worker took about 140 ms against 30 ms for the next, the first LiveView mount
-50-90 ms against 10 ms.
+the default project (the template's bench/importtime.py, two cores): a worker's
+first GET / took 60-80 ms against 15 ms for the next, its first LiveView mount
+25-60 ms against 10 ms. With this warm-up the first visitor's page took the
+15 ms of a warm worker's.
 
 So when the server starts a worker (the ASGI lifespan startup, which uvicorn
 and Gunicorn's uvicorn workers both send), the worker sends itself one GET /
