@@ -21,9 +21,9 @@ of this server is warm.
 Every worker, not just the one a probe reaches: several workers share one port
 and a probe lands on one of them at random, so one warm worker answering 200
 would say nothing about its siblings. Each worker leaves a marker file named
-after its pid in a directory of this server's own (next to the Prometheus
-files: config/metrics.py), which bin/serve empties at start; readiness counts
-the markers of workers still alive against WEB_CONCURRENCY. A worker that
+after its pid in a directory of this server's own, made empty by bin/serve at
+start (prepare(), next to the Prometheus files of config/metrics.py);
+readiness counts the markers of workers still alive against WEB_CONCURRENCY. A worker that
 dies and is replaced makes the host answer 503 until its successor is warm.
 
 The warm-up is a visitor like any other: one cookieless GET / (a session and a
@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -58,15 +59,27 @@ _task = None
 
 def marker_directory():
     """Where this server's workers leave their "warm" markers; None outside bin/serve."""
-    metrics = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    return Path(metrics) / "warm" if metrics else None
+    path = os.environ.get("WARM_UP_MARKERS")
+    return Path(path) if path else None
 
 
-def reset(directory):
-    """Empty the marker directory before any worker starts (bin/serve): pids get reused."""
-    directory.mkdir(mode=0o700, exist_ok=True)
-    for marker in directory.iterdir():
-        marker.unlink()
+def prepare(metrics_directory):
+    """Make this server's marker directory and export it to its workers (bin/serve, before any).
+
+    It is named after bin/serve's pid, under the metrics directory, so that two
+    servers sharing one (two containers on a volume, or hosts simulated on one
+    machine) never count or clear each other's workers. Directories of servers
+    no longer running are removed, and ours starts empty: pids get reused.
+    """
+    root = metrics_directory / "warm"
+    root.mkdir(mode=0o700, exist_ok=True)
+    own = root / str(os.getpid())
+    for directory in root.iterdir():
+        if directory == own or not Path(f"/proc/{directory.name}").exists():
+            shutil.rmtree(directory, ignore_errors=True)
+    own.mkdir(mode=0o700)
+    os.environ["WARM_UP_MARKERS"] = str(own)
+    return own
 
 
 def workers_warm(directory):

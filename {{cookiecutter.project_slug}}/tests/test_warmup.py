@@ -21,11 +21,9 @@ def phase(monkeypatch):
 @pytest.fixture
 def markers(monkeypatch, tmp_path):
     """An empty marker directory, as bin/serve leaves it, for a server of two workers."""
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setenv("WARM_UP_MARKERS", "")  # restored after the test
     monkeypatch.setattr(warmup, "expected_workers", lambda: 2)
-    directory = warmup.marker_directory()
-    warmup.reset(directory)
-    return directory
+    return warmup.prepare(tmp_path)
 
 
 def dead_pid():
@@ -64,10 +62,17 @@ def test_readiness_waits_for_every_live_worker_of_the_server(client, phase, mark
     assert response.json()["status"] == "ok"
 
 
-def test_bin_serve_empties_the_marker_directory(markers):
-    (markers / "12345").touch()
-    warmup.reset(markers)
-    assert list(markers.iterdir()) == []
+def test_each_server_has_its_own_markers_and_stale_ones_go(tmp_path, monkeypatch):
+    monkeypatch.setenv("WARM_UP_MARKERS", "")
+    root = tmp_path / "warm"
+    (root / str(dead_pid())).mkdir(parents=True)  # a server that has stopped
+    (root / str(os.getppid())).mkdir()  # another server, still running
+    (root / str(os.getpid())).mkdir()  # this pid's, from an earlier server
+    (root / str(os.getpid()) / "12345").touch()
+    own = warmup.prepare(tmp_path)
+    assert os.environ["WARM_UP_MARKERS"] == str(own)
+    assert sorted(p.name for p in root.iterdir()) == sorted([str(os.getpid()), str(os.getppid())])
+    assert list(own.iterdir()) == []
 
 
 @pytest.mark.django_db(transaction=True)
