@@ -67,8 +67,8 @@ def prepare(metrics_directory):
     """Make this server's marker directory and export it to its workers (bin/serve, before any).
 
     It is named after bin/serve's pid, under the metrics directory, so that two
-    servers sharing one (two containers on a volume, or hosts simulated on one
-    machine) never count or clear each other's workers. Directories of servers
+    servers sharing one (say, app hosts simulated as network namespaces of one
+    machine, with one /tmp) never count or clear each other's workers. Directories of servers
     no longer running are removed, and ours starts empty: pids get reused.
     """
     root = metrics_directory / "warm"
