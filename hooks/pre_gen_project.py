@@ -34,7 +34,7 @@ RESERVED_SLUGS = frozenset(
         # dependencies the project imports
         "django", "djust", "channels", "channels_redis", "daphne", "redis",
         "uvicorn", "uvicorn_worker", "gunicorn", "whitenoise", "csp", "sentry_sdk",
-        "pythonjsonlogger", "health_check", "dj_database_url", "psycopg",
+        "pythonjsonlogger", "dj_database_url", "psycopg",
         "psycopg2", "asgiref", "pytest", "pytest_django", "ruff",
         # standard-library modules a top-level folder would shadow
         "test", "logging", "json", "email", "http", "html", "site", "types",

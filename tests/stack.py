@@ -296,6 +296,9 @@ class AppServer:
         )
         try:
             wait_for(self._live, timeout, f"bin/serve on port {self.port}", interval=0.2)
+            # Then past the workers' warm-up (core/warmup.py): /health/ says something
+            # other than "warming up", 200 or a dependency that is down.
+            wait_for(self._warm, timeout, f"bin/serve's workers warm on port {self.port}", interval=0.1)
         except TimeoutError as error:
             raise RuntimeError(f"{error}\n--- server log ---\n{self.tail()}") from None
         return self
@@ -304,6 +307,27 @@ class AppServer:
         if self.process.poll() is not None:
             raise RuntimeError(f"bin/serve exited with {self.process.returncode}\n{self.tail()}")
         return netns_run_in(self.netns, self._answers, "/health/live/", 2, timeout=10) == 200
+
+    def _warm(self):
+        self._live()
+        return netns_run_in(self.netns, self._readiness, 10, timeout=15) not in (None, "warming up")
+
+    def _readiness(self, timeout):
+        """The "status" of this server's /health/ answer, whatever its HTTP status; None if none."""
+        import json
+
+        url = f"http://{self.host}:{self.port}/health/"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                body = response.read()
+        except urllib.error.HTTPError as error:
+            body = error.read()
+        except (urllib.error.URLError, OSError):
+            return None
+        try:
+            return json.loads(body).get("status")
+        except ValueError:
+            return None
 
     def _answers(self, path, timeout, headers=None):
         """The status of GET path asked directly of this server (None if it does not answer)."""

@@ -5,45 +5,74 @@ the cache, djust's state backend and the channel layer. It answers 200 when
 all are up and 503 otherwise, in JSON, within a few seconds even when a
 dependency hangs (each probe has a deadline; they run concurrently).
 /health/live/ (liveness) touches nothing: restart the process only if it fails.
+
+A worker the server has just started answers /health/ with 503 "warming up"
+until it and its sibling workers have rendered their first page and mounted
+their first LiveView (core/warmup.py): a load balancer then sends visitors
+only to workers that will not make them wait for that. Liveness answers
+meanwhile, so systemd, Docker and orchestrators do not take a worker that is
+warming up for a hung one.
+
+The probes are written here rather than taken from django-health-check: its
+package imports its DNS and mail checks (dnspython, smtplib) whenever it is
+imported, about 50 ms of every worker's start for checks this service never
+runs.
 """
 
 import asyncio
-import dataclasses
-import datetime
+import inspect
+import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from channels.layers import get_channel_layer
+from django.core.cache import cache
+from django.db import Error as DatabaseError
+from django.db import connection
 from django.http import JsonResponse
 from djust import RustLiveView
 from djust.state_backends import get_backend
-from health_check import checks
-from health_check.base import HealthCheck
-from health_check.exceptions import ServiceUnavailable
-from health_check.views import HealthCheckView
 
-from core import metrics
+from core import metrics, warmup
 
-# Per-probe deadline; django-health-check adds one second of grace, so the
-# whole answer arrives in about three seconds at worst.
-PROBE_TIMEOUT = datetime.timedelta(seconds=2)
+logger = logging.getLogger(__name__)
 
-
-@dataclasses.dataclass
-class Database(checks.Database):
-    """SELECT 1 on a fresh connection (connect_timeout is set in prod.py)."""
-
-    timeout: datetime.timedelta = PROBE_TIMEOUT
+# Each probe's own clients give up after this long (connect_timeout and
+# REDIS_SOCKET_TIMEOUT in prod.py); the probe is abandoned one second later,
+# so the whole answer arrives in about three seconds at worst.
+PROBE_TIMEOUT = 2
 
 
-@dataclasses.dataclass
-class Cache(checks.Cache):
-    """A key set in the cache reads back."""
-
-    timeout: datetime.timedelta = PROBE_TIMEOUT
+class Unavailable(Exception):
+    """A dependency did not answer as it should; the message says how."""
 
 
-@dataclasses.dataclass
-class StateBackend(HealthCheck):
+def database():
+    """SELECT 1 on a fresh connection, closed again (connect_timeout is set in prod.py)."""
+    try:
+        with connection.temporary_connection() as cursor:
+            cursor.execute("SELECT 1")
+            row = cursor.fetchone()
+    except DatabaseError as error:
+        raise Unavailable(str(error).rsplit(":")[0]) from error
+    if row != (1,):
+        raise Unavailable("SELECT 1 did not return 1")
+
+
+async def cache_round_trip():
+    """A key set in the cache reads back (a key of its own per probe, so probes never race)."""
+    key = f"health-check:{uuid.uuid4().hex}"
+    try:
+        await cache.aset(key, "ok", timeout=10)
+        value = await cache.aget(key)
+        await cache.adelete(key)
+    except Exception as error:
+        raise Unavailable(f"cache unreachable: {type(error).__name__}") from error
+    if value != "ok":
+        raise Unavailable("cache did not return what was written")
+
+
+def state_backend():
     """A tiny LiveView state written to djust's state backend reads back intact.
 
     djust's own ``get_backend().health_check()`` writes one fixed key shared by
@@ -52,29 +81,22 @@ class StateBackend(HealthCheck):
     Each probe here uses a key of its own, with a short TTL in case it is
     interrupted before the delete.
     """
-
-    timeout: datetime.timedelta = PROBE_TIMEOUT
-
-    def run(self):
-        token = uuid.uuid4().hex
-        key = f"health-check:{token}"
-        probe = RustLiveView("")
-        probe.set_state("token", token)
-        try:
-            backend = get_backend()
-            backend.set(key, probe, ttl=10)
-            stored = backend.get(key)  # None on a miss or a read error
-            backend.delete(key)
-        except Exception as error:
-            raise ServiceUnavailable(
-                f"state backend unreachable: {type(error).__name__}"
-            ) from error
-        if stored is None or stored[0].get_state().get("token") != token:
-            raise ServiceUnavailable("state backend did not return what was written")
+    token = uuid.uuid4().hex
+    key = f"health-check:{token}"
+    probe = RustLiveView("")
+    probe.set_state("token", token)
+    try:
+        backend = get_backend()
+        backend.set(key, probe, ttl=10)
+        stored = backend.get(key)  # None on a miss or a read error
+        backend.delete(key)
+    except Exception as error:
+        raise Unavailable(f"state backend unreachable: {type(error).__name__}") from error
+    if stored is None or stored[0].get_state().get("token") != token:
+        raise Unavailable("state backend did not return what was written")
 
 
-@dataclasses.dataclass
-class ChannelLayer(HealthCheck):
+async def channel_layer():
     """A message sent through the channel layer comes back.
 
     The probe uses an ordinary channel of its own, not a process-local
@@ -83,57 +105,70 @@ class ChannelLayer(HealthCheck):
     take the probe's message with it (channels_redis drops a message popped by
     a cancelled receive), which reads as a three-second timeout.
     """
-
-    timeout: datetime.timedelta = PROBE_TIMEOUT
-
-    async def run(self):
-        layer = get_channel_layer()
-        channel = f"health-check.{uuid.uuid4().hex}"
-        try:
-            await layer.send(channel, {"type": "health.ping"})
-            message = await layer.receive(channel)
-        except Exception as error:
-            raise ServiceUnavailable(
-                f"channel layer unreachable: {type(error).__name__}"
-            ) from error
-        if message.get("type") != "health.ping":
-            raise ServiceUnavailable("channel layer returned another message")
+    layer = get_channel_layer()
+    channel = f"health-check.{uuid.uuid4().hex}"
+    try:
+        await layer.send(channel, {"type": "health.ping"})
+        message = await layer.receive(channel)
+    except Exception as error:
+        raise Unavailable(f"channel layer unreachable: {type(error).__name__}") from error
+    if message.get("type") != "health.ping":
+        raise Unavailable("channel layer returned another message")
 
 
-class ReadinessView(HealthCheckView):
-    """Always JSON (no Accept header needed): 200 when every probe passes, else 503."""
+CHECKS = {
+    "database": database,
+    "cache": cache_round_trip,
+    "state_backend": state_backend,
+    "channel_layer": channel_layer,
+}
 
-    checks = (
-        ("database", Database),
-        ("cache", Cache),
-        ("state_backend", StateBackend),
-        ("channel_layer", ChannelLayer),
+
+async def outcome(name, check, executor):
+    """The check's answer, "ok" or what went wrong, within PROBE_TIMEOUT plus a second of grace."""
+    if inspect.iscoroutinefunction(check):
+        running = check()
+    else:
+        running = asyncio.get_running_loop().run_in_executor(executor, check)
+    try:
+        await asyncio.wait_for(running, PROBE_TIMEOUT + 1)
+    except Unavailable as error:
+        logger.warning("Readiness check %s failed: %s", name, error)
+        return f"unavailable: {error}"
+    except TimeoutError:
+        logger.warning("Readiness check %s timed out", name)
+        return f"unavailable: Timed out after {PROBE_TIMEOUT} seconds"
+    except Exception:
+        logger.exception("Readiness check %s failed unexpectedly", name)
+        return "unknown error"
+    return "ok"
+
+
+async def readiness(request):
+    """Always JSON (no Accept header needed): 200 when warm and every probe passes, else 503."""
+    warming = warmup.not_ready_reason()
+    if warming is not None:
+        # Not ready yet, and not broken: no dependency is probed (nor counted
+        # as failed) until the warm-up is over, a second or so.
+        return JsonResponse({"status": "warming up", "detail": warming}, status=503)
+    # Threads of this request's own for the blocking probes: one that hangs is
+    # abandoned at its deadline instead of holding a thread others need.
+    executor = ThreadPoolExecutor(max_workers=len(CHECKS), thread_name_prefix="health")
+    try:
+        probes = (outcome(name, check, executor) for name, check in CHECKS.items())
+        results = await asyncio.gather(*probes)
+    finally:
+        executor.shutdown(wait=False)
+    report = dict(zip(CHECKS, results, strict=True))
+    healthy = all(value == "ok" for value in report.values())
+    # For the readiness alert (deploy/monitoring/): failures by check.
+    metrics.record_readiness(report)
+    return JsonResponse(
+        {"status": "ok" if healthy else "unavailable", "checks": report},
+        status=200 if healthy else 503,
     )
-
-    def get_checks(self):
-        return [check(timeout=PROBE_TIMEOUT) for _, check in self.checks]
-
-    async def get(self, request, *args, **kwargs):
-        with self.get_executor() as executor:
-            results = await asyncio.gather(
-                *(check.get_result(executor) for check in self.get_checks())
-            )
-        report = {
-            name: "ok" if result.error is None else str(result.error)
-            for (name, _), result in zip(self.checks, results, strict=True)
-        }
-        healthy = all(value == "ok" for value in report.values())
-        # For the readiness alert (deploy/monitoring/): failures by check.
-        metrics.record_readiness(report)
-        return JsonResponse(
-            {"status": "ok" if healthy else "unavailable", "checks": report},
-            status=200 if healthy else 503,
-        )
 
 
 async def liveness(request):
     """The process is up and its event loop answers; no dependency is touched."""
     return JsonResponse({"status": "ok"})
-
-
-readiness = ReadinessView.as_view()

@@ -32,7 +32,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "djust",
-    "health_check",
     "django_prometheus",
     "core",
 ]
