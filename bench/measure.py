@@ -1,18 +1,14 @@
-"""Measurements beside the load runs: frame sizes, memory per idle WebSocket, start-up, a py-spy profile."""
+"""Measurements beside the load runs: frame sizes, memory per idle WebSocket, a py-spy profile (start-up: bench/procs.py)."""
 
 import asyncio
 import json
-import os
 import re
-import signal
-import statistics
 import subprocess
 import time
 from pathlib import Path
 
 from bench.load import run_k6
-from bench.procs import cpu_seconds, find_tool, http_status, rss_kb
-from tests import stack
+from bench.procs import cpu_seconds, find_tool, rss_kb
 
 # --- frames ----------------------------------------------------------------------
 
@@ -171,44 +167,6 @@ def redis_used_memory(redis):
         return None
     match = re.search(r"used_memory:(\d+)", redis.cli("INFO", "memory"))
     return int(match.group(1)) if match else None
-
-
-# --- start-up time ---------------------------------------------------------------
-
-
-def measure_startup(project, env, workers, repeats=3):
-    """Seconds from exec of bin/serve to the first 200 from /health/live/ (polled every 10 ms)."""
-    times = []
-    python = str(project.path / ".venv" / "bin" / "python")
-    for _ in range(repeats):
-        port = stack.free_port()
-        run_env = project.env(**{**env, "PORT": str(port), "WEB_CONCURRENCY": str(workers)})
-        with (project.path / f"startup-{port}.log").open("wb") as output:
-            started = time.monotonic()
-            process = subprocess.Popen(
-                [python, "bin/serve"],
-                cwd=project.path,
-                env=run_env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            try:
-                for _ in range(3000):  # 30 s at most
-                    if http_status(port, "/health/live/", timeout=0.5) == 200:
-                        times.append(round(time.monotonic() - started, 3))
-                        break
-                    if process.poll() is not None:
-                        raise RuntimeError(f"bin/serve exited {process.returncode} during start-up")
-                    time.sleep(0.01)
-            finally:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(timeout=10)
-    return {"workers": workers, "seconds": times, "median_s": statistics.median(times) if times else None}
 
 
 # --- py-spy ----------------------------------------------------------------------
