@@ -1,4 +1,7 @@
-"""Measurements beside the load runs: frame sizes, memory per idle WebSocket, a py-spy profile (start-up: bench/procs.py)."""
+"""Measurements beside the load runs: frame sizes, memory per idle WebSocket, a py-spy profile.
+
+Start-up time is measured in bench/procs.py.
+"""
 
 import asyncio
 import json

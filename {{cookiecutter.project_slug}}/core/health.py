@@ -150,7 +150,12 @@ async def readiness(request):
     if warming is not None:
         # Not ready yet, and not broken: no dependency is probed (nor counted
         # as failed) until the warm-up is over, a second or so.
-        return JsonResponse({"status": "warming up", "detail": warming}, status=503)
+        response = JsonResponse({"status": "warming up", "detail": warming}, status=503)
+        # Django logs every 5xx as an ERROR ("Service Unavailable: /health/"),
+        # which Sentry would turn into an event per probe on every deploy.
+        # Warming up is expected, so that line is left out.
+        response._has_been_logged = True
+        return response
     # Threads of this request's own for the blocking probes: one that hangs is
     # abandoned at its deadline instead of holding a thread others need.
     executor = ThreadPoolExecutor(max_workers=len(CHECKS), thread_name_prefix="health")

@@ -38,11 +38,14 @@ def dead_pid():
 
 
 @pytest.mark.django_db
-def test_a_worker_warming_up_is_alive_but_not_ready(client, phase):
+def test_a_worker_warming_up_is_alive_but_not_ready(client, phase, caplog):
     phase("warming")
-    response = client.get("/health/")
+    with caplog.at_level(logging.INFO, logger="django.request"):
+        response = client.get("/health/")
     assert response.status_code == 503
     assert response.json()["status"] == "warming up"
+    # Expected on every start: no ERROR line for Sentry to report.
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR], caplog.text
     assert client.get("/health/live/").status_code == 200
 
 
