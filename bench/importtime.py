@@ -25,13 +25,11 @@ figures: compare rows of one run, not runs.
 
 import argparse
 import asyncio
-import contextlib
 import http.client
 import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -43,8 +41,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench import project as bench_project  # noqa: E402
 from bench.machine import machine  # noqa: E402
-from bench.procs import http_status, log  # noqa: E402
+from bench.procs import http_status, launched, log, stop_all, write_json  # noqa: E402
 from tests import stack  # noqa: E402
 
 PROBE = REPO / "bench" / "startup_probe.py"
@@ -125,31 +124,13 @@ async def timed_mount(port, domain):
     return round((time.monotonic() - start) * 1000, 1)
 
 
-@contextlib.contextmanager
-def started(argv, cwd, env, log_path):
-    """A server process group we started, stopped by its pid whatever happens."""
-    with log_path.open("ab") as output:
-        process = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            yield process
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-
-
 def serve_once(project, env, domain, workdir):
     """One start of bin/serve with one worker: the seconds to each milestone."""
     port = stack.free_port()
     run_env = project.env(**{**env, "PORT": str(port), "WEB_CONCURRENCY": "1"})
     python = str(project.path / ".venv" / "bin" / "python")
     figures = {}
-    with started([python, "bin/serve"], project.path, run_env, workdir / "serve.log") as process:
+    with launched([python, "bin/serve"], project.path, run_env, workdir / "serve.log") as process:
         zero = time.monotonic()
         poll(port, "/health/live/", process, domain)
         figures["first 200 (/health/live/)"] = time.monotonic() - zero
@@ -173,7 +154,7 @@ def bare_once(python, workdir, extra_env):
     env.update(extra_env)
     argv = [python, "-m", "uvicorn", "bench.baselines.bare_django:application", "--port", str(port),
             "--workers", "1", "--log-level", "warning", "--no-access-log"]  # fmt: skip
-    with started(argv, REPO, env, workdir / "bare.log") as process:
+    with launched(argv, REPO, env, workdir / "bare.log") as process:
         zero = time.monotonic()
         poll(port, "/health/live/", process, "localhost")
         figures = {"first 200 (/health/live/)": time.monotonic() - zero}
@@ -201,44 +182,17 @@ def summarise(runs):
 
 def prepare(args, workdir, cleanup):
     """The generated project (synced, migrated, static collected) and its production environment."""
-    from tests.conftest import Project, bake_variant
-    from tests.variants import answers
-
-    if args.project:
-        project = Project(variant="default", path=Path(args.project).resolve(), answers=answers("default"))
-    else:
-        log("generating the default project")
-        project = bake_variant("default", workdir / "generated")
-    project.sync()
+    project = bench_project.generated(args.project, workdir)
     if not args.from_source:
-        # As the Dockerfile (UV_COMPILE_BYTECODE) and the systemd runbook
-        # (uv sync --compile-bytecode) install it: no worker compiles a module.
-        site = next((project.path / ".venv" / "lib").glob("python3*/site-packages"))
-        subprocess.run(
-            [str(project.path / ".venv" / "bin" / "python"), "-m", "compileall", "-q", "-j0", str(site)],
-            capture_output=True,
-            timeout=600,
-            check=False,
-        )
-    dotenv = project.dotenv()
-    domain = dotenv.get("DJANGO_ALLOWED_HOSTS", "localhost").split(",")[0].strip()
-    (workdir / "redis").mkdir()
-    redis = stack.RedisServer(workdir / "redis").start()
-    cleanup.append(redis)
-    env = {
-        **dotenv,
-        **bytecode_env(args, workdir),
-        "REDIS_URL": redis.url,
-        "DJANGO_ALLOWED_HOSTS": f"{domain},localhost,127.0.0.1",
-        "DJANGO_SETTINGS_MODULE": "config.settings.prod",
-        "HOST": "127.0.0.1",
-    }
-    if project.answers.get("database") == "postgresql":
-        postgres = stack.Postgres(workdir / "pg").start()
-        cleanup.append(postgres)
-        env["DATABASE_URL"] = postgres.url
-    log("migrate + collectstatic")
-    stack.AppServer(project, env, workers=1).prepare()
+        bench_project.compile_bytecode(project)
+
+    def started(thing):
+        cleanup.append(thing)
+        return thing
+
+    env, domain, _, _ = bench_project.dependencies(project, workdir, started)
+    env.update(bytecode_env(args, workdir), DJANGO_SETTINGS_MODULE="config.settings.prod", HOST="127.0.0.1")
+    bench_project.migrated(project, env)
     return project, env, domain
 
 
@@ -343,14 +297,11 @@ def main(argv=None):
         results["ratio ready"] = round(ours["ready (/health/ 200)"]["median"] / floor, 2)
         results["loadavg_at_end"] = os.getloadavg()
     finally:
-        for thing in reversed(cleanup):
-            with contextlib.suppress(Exception):
-                thing.stop()
+        stop_all(cleanup)
         shutil.rmtree(workdir, ignore_errors=True)
     report(results)
     if args.output:
-        Path(args.output).write_text(json.dumps(results, indent=1) + "\n")
-        log(f"wrote {args.output}")
+        write_json(args.output, results)
     return 0
 
 

@@ -36,31 +36,17 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench import project as bench_project  # noqa: E402
 from bench.machine import machine, versions  # noqa: E402
-from bench.procs import log  # noqa: E402
+from bench.procs import log, stop_all, write_json  # noqa: E402
 from tests import stack  # noqa: E402
 
 PROBE = REPO / "bench" / "page_probe.py"
 
 
 def prepare(args, workdir, started):
-    from tests.conftest import Project, bake_variant
-    from tests.variants import answers
-
-    if args.project:
-        project = Project(variant="default", path=Path(args.project).resolve(), answers=answers("default"))
-    else:
-        log("generating the default project")
-        project = bake_variant("default", workdir / "generated")
-    project.sync()
-    dotenv = project.dotenv()
-    domain = dotenv.get("DJANGO_ALLOWED_HOSTS", "localhost").split(",")[0].strip()
-    (workdir / "redis").mkdir(exist_ok=True)
-    redis = started(stack.RedisServer(workdir / "redis").start())
-    env = {**dotenv, "REDIS_URL": redis.url, "DJANGO_ALLOWED_HOSTS": domain}
-    if project.answers.get("database") == "postgresql":
-        pg = started(stack.Postgres(workdir / "pg").start())
-        env["DATABASE_URL"] = pg.url
+    project = bench_project.generated(args.project, workdir)
+    env, _, _, _ = bench_project.dependencies(project, workdir, started)
     app = stack.AppServer(project, env)
     app.prepare()  # migrate, collectstatic
     return project, app
@@ -164,16 +150,10 @@ def main(argv=None):
             floor["first"]["median_ms"], floor["second"]["median_ms"]
         )
     finally:
-        for thing in reversed(cleanup):
-            try:
-                thing.stop()
-            except Exception as error:  # stop the rest anyway
-                log(f"stopping {thing!r}: {error}")
-    text = table(results)
-    print(text)
+        stop_all(cleanup)
+    print(table(results))
     if args.output:
-        Path(args.output).write_text(json.dumps(results, indent=1) + "\n")
-        log(f"wrote {args.output}")
+        write_json(args.output, results)
     return 0
 
 

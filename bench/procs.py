@@ -3,6 +3,7 @@
 import contextlib
 import datetime
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -195,21 +196,15 @@ class Server:
         return ""
 
 
-def first_200(argv, cwd, env, port, path, log_path, bound_s=30):
-    """Seconds from exec of argv to the first 200 from path (polled every 10 ms); stops it after."""
+@contextlib.contextmanager
+def launched(argv, cwd, env, log_path):
+    """A server process group we started, stopped by its pid whatever happens."""
     with Path(log_path).open("ab") as output:
-        started = time.monotonic()
         process = subprocess.Popen(
             argv, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
-            for _ in range(int(bound_s * 100)):
-                if http_status(port, path, timeout=0.5) == 200:
-                    return round(time.monotonic() - started, 3)
-                if process.poll() is not None:
-                    raise RuntimeError(f"{argv} exited {process.returncode} during start-up; see {log_path}")
-                time.sleep(0.01)
-            return None
+            yield process
         finally:
             process.send_signal(signal.SIGTERM)
             try:
@@ -217,6 +212,33 @@ def first_200(argv, cwd, env, port, path, log_path, bound_s=30):
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
+
+
+def first_200(argv, cwd, env, port, path, log_path, bound_s=30):
+    """Seconds from exec of argv to the first 200 from path (polled every 10 ms); stops it after."""
+    started = time.monotonic()
+    with launched(argv, cwd, env, log_path) as process:
+        for _ in range(int(bound_s * 100)):
+            if http_status(port, path, timeout=0.5) == 200:
+                return round(time.monotonic() - started, 3)
+            if process.poll() is not None:
+                raise RuntimeError(f"{argv} exited {process.returncode} during start-up; see {log_path}")
+            time.sleep(0.01)
+        return None
+
+
+def stop_all(things):
+    """Stop each server of a clean-up list, the last started first; one that fails does not stop the rest."""
+    for thing in reversed(things):
+        try:
+            thing.stop()
+        except Exception as error:
+            log(f"stopping {thing!r}: {error}")
+
+
+def write_json(path, results):
+    Path(path).write_text(json.dumps(results, indent=1) + "\n")
+    log(f"wrote {path}")
 
 
 def http_status(port, path="/", host="127.0.0.1", timeout=1.0):

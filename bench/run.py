@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench import project as bench_project  # noqa: E402
 from bench import render  # noqa: E402
 from bench.compare import LIVE_TARGETS, fold, judge, primary  # noqa: E402
 from bench.fronts import Target  # noqa: E402
@@ -142,51 +143,25 @@ class Bench:
 
     # --- the generated project, Redis, Postgres ---
     def prepare_project(self):
-        from tests.conftest import Project, bake_variant
-        from tests.variants import answers
-
-        if self.args.project:
-            path = Path(self.args.project).resolve()
-            project = Project(variant="default", path=path, answers=answers("default"))
-            log(f"using the generated project at {path}")
-        else:
-            log("generating the default project")
-            project = bake_variant("default", self.workdir / "generated")
-        log("uv sync (the project's own lock and venv)")
-        project.sync()
+        project = bench_project.generated(self.args.project, self.workdir)
+        bench_project.compile_bytecode(project)
         self.project = project
         self.python = str(project.path / ".venv" / "bin" / "python")
         self.results["meta"]["versions"] = versions(self.python)
-        dotenv = project.dotenv()
-        self.domain = dotenv.get("DJANGO_ALLOWED_HOSTS", "localhost").split(",")[0].strip()
-
-        (self.workdir / "redis").mkdir(exist_ok=True)
-        self.redis = self.started(stack.RedisServer(self.workdir / "redis").start())
-        self.pin.pin_running(self.redis.pid, SERVER_CPU)
-        env = {
-            **dotenv,
-            "REDIS_URL": self.redis.url,
-            "DJANGO_ALLOWED_HOSTS": f"{self.domain},localhost,127.0.0.1",
-        }
+        env, self.domain, self.redis, self.pg = bench_project.dependencies(
+            project, self.workdir, self.started, pin=lambda pid: self.pin.pin_running(pid, SERVER_CPU)
+        )
         self.note(
             "Every load session comes from 127.0.0.1, so bench lifts the per-address WebSocket limits "
             "(the generated Nginx site's limit_req/limit_conn, djust's max_connections_per_ip) in the "
             "copies it runs; nothing else of the generated site or settings changes"
         )
-        self.pg = None
-        if project.answers.get("database") == "postgresql":
-            self.pg = self.started(stack.Postgres(self.workdir / "pg").start())
-            env["DATABASE_URL"] = self.pg.url
-            self.pin.pin_running(self.postgres_pid(), SERVER_CPU)
         env.update(parse_env_overrides(self.args.server_env))
         self.app_env = env
-        log("migrate + collectstatic")
-        stack.AppServer(project, env).prepare()
+        bench_project.migrated(project, env)
 
     def postgres_pid(self):
-        with contextlib.suppress(FileNotFoundError, ValueError, AttributeError):
-            return int((self.pg.data / "postmaster.pid").read_text().split()[0])
-        return None
+        return bench_project.postgres_pid(self.pg)
 
     def record_affinity(self, target):
         """What /proc says the server's processes (workers included) and its Nginx may run on."""
