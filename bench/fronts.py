@@ -181,37 +181,6 @@ class GeneratedSite(NginxFront):
             self.nginx.stop()
 
 
-# --- the service under test ------------------------------------------------------
-
-
-class BenchAppServer(stack.AppServer):
-    """tests/stack.py's bin/serve, exec'd under `prefix` (taskset -c N when pinned).
-
-    taskset execs bin/serve in place, so uvicorn's supervisor and the workers it
-    spawns inherit the mask; bench.procs.affinity_of reads it back from /proc.
-    """
-
-    def __init__(self, *args, prefix=(), **kwargs):
-        super().__init__(*args, **kwargs)
-        self.prefix = list(prefix)
-
-    def start(self, timeout=60):
-        self.log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [*self.prefix, self.python, "bin/serve"],
-            cwd=self.project.path,
-            env=self.project.env(**self.env),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            stack.wait_for(self._live, timeout, f"bin/serve on port {self.port}", interval=0.2)
-        except TimeoutError as error:
-            raise RuntimeError(f"{error}\n--- server log ---\n{self.tail()}") from None
-        return self
-
-
 # --- targets ---------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from bench.fronts import BenchAppServer, BenchNginx, GeneratedSite, Target
+from bench.fronts import BenchNginx, GeneratedSite, Target
 from bench.procs import Server
 from tests import stack
 
@@ -74,7 +74,7 @@ class Targets:
         self.workdir = bench.workdir
 
     def app_server(self, project, workers, log_name):
-        return BenchAppServer(
+        return stack.AppServer(
             project,
             self.bench.app_env,
             workers=workers,

@@ -241,12 +241,17 @@ class Postgres:
 class AppServer:
     """The generated project's own `bin/serve` under config.settings.prod."""
 
-    def __init__(self, project, env, port=None, workers=2, log_path=None, host="127.0.0.1", netns=None):
+    def __init__(
+        self, project, env, port=None, workers=2, log_path=None, host="127.0.0.1", netns=None, prefix=()
+    ):
         self.project = project
         self.port = port or free_port()
         self.workers = workers
         # An app host of tests/cluster.py: its private address, inside its namespace.
         self.host, self.netns = host, netns
+        # A command bin/serve is exec'd under (bench: `taskset -c N`, whose mask
+        # uvicorn's supervisor and every worker it spawns inherit).
+        self.prefix = list(prefix)
         # The caller's values (often the project's .env) first; the address and
         # worker count this test chose win over the .env's PORT=8000.
         self.env = {
@@ -287,7 +292,7 @@ class AppServer:
     def start(self, timeout=60):
         self.log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [*exec_prefix(self.netns), self.python, "bin/serve"],
+            [*exec_prefix(self.netns), *self.prefix, self.python, "bin/serve"],
             cwd=self.project.path,
             env=self.project.env(**self.env),
             stdout=self.log,
