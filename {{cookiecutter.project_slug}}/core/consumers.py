@@ -14,7 +14,7 @@ a 4429 close like any other flood. Valid messages go to djust untouched.
 config.logging.ClientMistakeFilter covers the mistakes djust finds deeper in.
 
 It also keeps the session in its channel-layer groups for as long as the
-socket is open (keep_groups below), and records the LiveView metrics of
+socket is open (GroupKeeper below), and records the LiveView metrics of
 core/metrics.py: djust 1.2.6 offers no hook for connects, events or pushes (its
 only signals are for errors and full re-renders), so they are counted here,
 around each call into djust, without changing what djust does.
@@ -25,7 +25,6 @@ events never touch the database, and each cleanup is a thread hop.
 """
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -50,6 +49,50 @@ MAX_BATCH_MOUNTS = 20
 REFUSAL_FRAMES = {"error", "rate_limit_exceeded"}
 
 
+class GroupKeeper:
+    """Joins every open session of this worker to its groups again, every `interval` seconds.
+
+    channels-redis drops a channel from a group group_expiry seconds after it
+    joined (DJUST_SESSION_TTL here), and the group key itself expires that long
+    after the last join. djust joins once, at mount: a page left open longer
+    silently stopped receiving server pushes (measured with a 5 s expiry).
+    Joining again is one ZADD and EXPIRE per group.
+
+    One loop per worker rather than a task per session: a sleeping task costs
+    about 1.4 KB (its coroutine, future and timer), a set entry about 0.1 KB.
+    The interval is a third of group_expiry, so a session that joined just
+    after a round is renewed well within its expiry.
+    """
+
+    def __init__(self):
+        self.sessions = set()
+        self.task = None
+
+    def add(self, consumer, interval):
+        self.sessions.add(consumer)
+        loop = asyncio.get_running_loop()
+        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
+            self.task = loop.create_task(self.renew(interval))
+
+    def discard(self, consumer):
+        self.sessions.discard(consumer)
+
+    async def renew(self, interval):
+        while self.sessions:
+            await asyncio.sleep(interval)
+            for consumer in list(self.sessions):
+                for group in consumer.channel_groups():
+                    if consumer not in self.sessions:  # closed meanwhile: djust has left its groups
+                        break
+                    try:
+                        await consumer.channel_layer.group_add(group, consumer.channel_name)
+                    except Exception as error:  # retried at the next round
+                        logger.warning("Could not renew channel-layer group %s: %r", group, error)
+
+
+GROUP_KEEPER = GroupKeeper()
+
+
 class StrictLiveViewConsumer(LiveViewConsumer):
     """LiveViewConsumer that refuses malformed messages before djust parses them."""
 
@@ -71,7 +114,6 @@ class StrictLiveViewConsumer(LiveViewConsumer):
 
     async def connect(self):
         self.refused_messages = 0
-        self.group_keeper = None
         self.refusals_sent = 0
         self.counted_open = False
         try:
@@ -88,27 +130,13 @@ class StrictLiveViewConsumer(LiveViewConsumer):
             metrics.SESSIONS_OPEN.inc()
         expiry = getattr(self.channel_layer, "group_expiry", None)
         if expiry and self.counted_open:
-            self.group_keeper = asyncio.create_task(self.keep_groups(expiry / 3))
+            GROUP_KEEPER.add(self, expiry / 3)
 
-    async def keep_groups(self, interval):
-        """Join this session's groups again every `interval` seconds.
-
-        channels-redis drops a channel from a group group_expiry seconds after it
-        joined (DJUST_SESSION_TTL here), and the group key itself expires that long
-        after the last join. djust joins once, at mount: a page left open longer
-        silently stopped receiving server pushes (measured with a 5 s expiry).
-        Joining again is one ZADD and EXPIRE per group.
-        """
-        while True:
-            await asyncio.sleep(interval)
-            groups = [getattr(self, "_view_group", None), getattr(self, "_presence_group", None)]
-            notify = getattr(self, "_db_notify_channels", ())
-            groups += [f"djust_db_notify_{name}" for name in notify]
-            for group in filter(None, groups):
-                try:
-                    await self.channel_layer.group_add(group, self.channel_name)
-                except Exception as error:  # retried at the next interval
-                    logger.warning("Could not renew channel-layer group %s: %r", group, error)
+    def channel_groups(self):
+        """The channel-layer groups djust has joined this session to (after its mount)."""
+        groups = [getattr(self, "_view_group", None), getattr(self, "_presence_group", None)]
+        groups += [f"djust_db_notify_{name}" for name in getattr(self, "_db_notify_channels", ())]
+        return [group for group in groups if group]
 
     async def receive(self, text_data=None, bytes_data=None):
         # Once the socket is closing (rate limit, failed auth), frames the client
@@ -155,11 +183,7 @@ class StrictLiveViewConsumer(LiveViewConsumer):
         await super().server_push(event)
 
     async def disconnect(self, close_code):
-        keeper = getattr(self, "group_keeper", None)
-        if keeper is not None:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+        GROUP_KEEPER.discard(self)
         if getattr(self, "refused_messages", 0) > 1:
             logger.warning(
                 "Closed a WebSocket that sent %d malformed messages (code %s)",
