@@ -16,6 +16,19 @@ async def open_session(headers=(ORIGIN,)):
     return communicator, connected
 
 
+async def mounted_session():
+    """A session that has mounted the demo counter, its hello and mount frames read."""
+    communicator, connected = await open_session()
+    assert connected
+    await communicator.receive_json_from(timeout=10)
+    await communicator.send_json_to(
+        {"type": "mount", "view": "core.views.CounterView", "params": {}, "url": "/"}
+    )
+    mounted = await communicator.receive_json_from(timeout=10)
+    assert mounted["type"] == "mount", mounted
+    return communicator
+
+
 async def reply_to(communicator, ref):
     """The answer to the event numbered ref.
 
@@ -63,14 +76,8 @@ async def test_counter_increments_over_the_websocket():
 
 
 async def test_unknown_events_are_rejected():
-    communicator, connected = await open_session()
-    assert connected
+    communicator = await mounted_session()
     try:
-        await communicator.receive_json_from(timeout=10)
-        await communicator.send_json_to(
-            {"type": "mount", "view": "core.views.CounterView", "params": {}, "url": "/"}
-        )
-        await communicator.receive_json_from(timeout=10)
         await communicator.send_json_to(
             {"type": "event", "event": "delete_everything", "params": {}, "ref": 1}
         )

@@ -17,7 +17,7 @@ from django.contrib.sessions.models import Session
 
 from core.consumers import StrictLiveViewConsumer
 from core.db_connections import SHARED_THREAD
-from tests.test_counter import open_session, reply_to
+from tests.test_counter import mounted_session, reply_to
 
 # channels 4.3's AsyncConsumer.dispatch, which StrictLiveViewConsumer.dispatch
 # copies with its cleanup call replaced.
@@ -59,14 +59,8 @@ async def click(communicator, ref):
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.asyncio
 async def test_cleanup_runs_only_while_the_consumers_thread_holds_a_connection():
-    communicator, connected = await open_session()
-    assert connected
+    communicator = await mounted_session()
     try:
-        await communicator.receive_json_from(timeout=10)
-        await communicator.send_json_to(
-            {"type": "mount", "view": "core.views.CounterView", "params": {}, "url": "/"}
-        )
-        assert (await communicator.receive_json_from(timeout=10))["type"] == "mount"
         assert not SHARED_THREAD.maybe_open, (
             "a database connection is open in asgiref's shared thread before any query here"
         )
