@@ -2,6 +2,7 @@
 
 import logging
 import re
+import time
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.db import InterfaceError, OperationalError
@@ -55,21 +56,45 @@ class DependencyUnavailableMiddleware(MiddlewareMixin):
 
     Each such failure is one warning line naming the request and the error, not
     a traceback per request: during an outage every request fails the same way.
+
+    After such a failure this worker answers 503 at once, without trying, for
+    HOLD_SECONDS. When packets to Redis are dropped rather than refused, each
+    attempt waits for REDIS_SOCKET_TIMEOUT, and Django runs sync views one at
+    a time per worker: requests queued behind those waits took over 10 s to
+    get their 503, past Nginx's proxy_next_upstream_timeout, so users saw it.
+    Failing the queue fast lets the proxy retry them on a healthy host at
+    once. After the hold, the next request tries the dependency again.
     """
 
     UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OperationalError, InterfaceError)
     RETRY_AFTER_SECONDS = 5
+    HOLD_SECONDS = 2
+
+    def __init__(self, get_response):
+        super().__init__(get_response)
+        self.failing_until = float("-inf")  # time.monotonic() until which pages get 503 untried
+
+    def process_request(self, request):
+        if time.monotonic() < self.failing_until:
+            return self.unavailable()
+        return None
 
     def process_exception(self, request, exception):
         if not isinstance(exception, self.UNAVAILABLE):
             return None
+        self.failing_until = time.monotonic() + self.HOLD_SECONDS
         logger.warning(
-            "503 for %s %s: a dependency is unreachable (%s: %s)",
+            "503 for %s %s: a dependency is unreachable (%s: %s); "
+            "requests in the next %s s get 503 without trying",
             request.method,
             request.path,
             type(exception).__name__,
             exception,
+            self.HOLD_SECONDS,
         )
+        return self.unavailable()
+
+    def unavailable(self):
         response = HttpResponse(
             "Service temporarily unavailable, try again shortly.\n",
             status=503,

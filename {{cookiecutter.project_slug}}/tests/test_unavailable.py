@@ -2,6 +2,7 @@
 
 import logging
 import socket
+import time
 
 import pytest
 from django.db import OperationalError
@@ -57,3 +58,18 @@ def test_other_errors_stay_500s(rf):
 
     middleware = DependencyUnavailableMiddleware(lambda request: None)
     assert middleware.process_exception(rf.get("/"), ValueError("a bug")) is None
+
+
+def test_after_a_failure_pages_get_503_at_once_then_try_again(client, redis_down, settings):
+    """Requests queued behind a timeout fail fast; after HOLD_SECONDS the next one tries."""
+    from core.middleware import DependencyUnavailableMiddleware
+
+    assert client.get("/").status_code == 503
+    # Redis is back, but within the hold this worker does not try it yet.
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+    response = client.get("/")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    time.sleep(DependencyUnavailableMiddleware.HOLD_SECONDS + 0.1)
+    assert client.get("/").status_code == 200
