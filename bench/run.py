@@ -273,7 +273,7 @@ class Bench:
 
     def memory(self, targets):
         """Per-session RSS on a freshly started server for each mode, so freed memory is not reused."""
-        for name in ("ours", "djust_new"):
+        for name in [name for name in ("ours", "djust_new") if name in self.args.only]:
             for compression in ("deflate", None):
                 if name == "ours":
                     server = targets.app_server(self.project, self.workers, "serve-memory.log")
@@ -372,7 +372,7 @@ class Bench:
             self.http(bare, ("/",), section, repeats)
             self.stop(bare.nginx, bare.server)
         if name == self.passes[0][0]:
-            if args.memory_sessions and {"ours", "djust_new"} <= set(args.only):
+            if args.memory_sessions and {"ours", "djust_new"} & set(args.only):
                 self.memory(targets)
             if args.startup_repeats:
                 self.startup(targets)
