@@ -156,6 +156,16 @@ def redis_url(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    """A real PostgreSQL of the test module's own, stopped after its last test."""
+    from tests.stack import Postgres
+
+    server = Postgres(tmp_path_factory.mktemp("postgres")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
 def browser():
     """Debian's Chromium for the tests of one module (tests/stack.py launch_chromium)."""
     from playwright.sync_api import sync_playwright

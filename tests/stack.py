@@ -238,6 +238,31 @@ class Postgres:
                 time.sleep(1)
 
 
+def direct_env(project, redis, postgres, channels=None, **extra):
+    """The project's .env for bin/serve reached straight over HTTP on loopback: no proxy, no TLS.
+
+    `channels` is a second Redis for the channel layer (the two-instance
+    layout); by default everything shares `redis`.
+    """
+    env = project.dotenv()
+    env.update(
+        REDIS_URL=redis.url,
+        DATABASE_URL=postgres.url,
+        DJANGO_ALLOWED_HOSTS="localhost",
+        # Straight to bin/serve over HTTP: no proxy, so no redirect to HTTPS.
+        DJANGO_SECURE_SSL_REDIRECT="false",
+        FORWARDED_ALLOW_IPS="127.0.0.1",
+        DJUST_TRUSTED_PROXY_COUNT="1",
+        SENTRY_DSN="",
+        GRACEFUL_TIMEOUT="5",
+        **extra,
+    )
+    env.pop("CHANNEL_REDIS_URL", None)
+    if channels is not None and channels is not redis:
+        env["CHANNEL_REDIS_URL"] = channels.url
+    return env
+
+
 class AppServer:
     """The generated project's own `bin/serve` under config.settings.prod."""
 

@@ -21,7 +21,7 @@ import json
 
 import pytest
 
-from tests.stack import AppServer, LiveSession, Postgres, RedisServer, wait_for
+from tests.stack import AppServer, LiveSession, RedisServer, direct_env, wait_for
 
 VARIANT = "default"
 # With the other tests of this variant: one bake and one virtualenv per test process.
@@ -120,13 +120,6 @@ def project(bake):
     return bake(VARIANT).sync()
 
 
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory):
-    server = Postgres(tmp_path_factory.mktemp("page-sessions-pg")).start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def redis(tmp_path):
     server = RedisServer(tmp_path / "redis")
@@ -142,18 +135,7 @@ def serve(project, postgres, redis, tmp_path):
     started = []
 
     def start(**extra):
-        env = project.dotenv()
-        env.update(
-            REDIS_URL=redis.url,
-            DATABASE_URL=postgres.url,
-            DJANGO_ALLOWED_HOSTS="localhost",
-            # Straight to bin/serve over HTTP: no proxy, so no redirect to HTTPS.
-            DJANGO_SECURE_SSL_REDIRECT="false",
-            SENTRY_DSN="",
-            GRACEFUL_TIMEOUT="5",
-            **extra,
-        )
-        env.pop("CHANNEL_REDIS_URL", None)
+        env = direct_env(project, redis, postgres, **extra)
         app = AppServer(project, env, workers=2, log_path=tmp_path / "serve.log")
         app.prepare()
         # Rows another test wrote would hide this one's.

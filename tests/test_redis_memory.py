@@ -26,7 +26,7 @@ import time
 import pytest
 import yaml
 
-from tests.stack import AppServer, LiveSession, Postgres, RedisServer
+from tests.stack import AppServer, LiveSession, RedisServer, direct_env
 
 VARIANT = "default"
 # With the other tests of this variant: one bake and one virtualenv per test process.
@@ -282,30 +282,8 @@ def project(bake):
     return bake(VARIANT).sync()
 
 
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory):
-    server = Postgres(tmp_path_factory.mktemp("redis-memory-pg")).start()
-    yield server
-    server.stop()
-
-
 def service_env(project, main, channels, postgres):
-    env = project.dotenv()
-    env.update(
-        REDIS_URL=main.url,
-        DATABASE_URL=postgres.url,
-        DJANGO_ALLOWED_HOSTS="localhost",
-        # Straight to bin/serve over HTTP: no proxy, so no redirect to HTTPS.
-        DJANGO_SECURE_SSL_REDIRECT="false",
-        FORWARDED_ALLOW_IPS="127.0.0.1",
-        DJUST_TRUSTED_PROXY_COUNT="1",
-        SENTRY_DSN="",
-        GRACEFUL_TIMEOUT="5",
-    )
-    env.pop("CHANNEL_REDIS_URL", None)
-    if channels is not main:
-        env["CHANNEL_REDIS_URL"] = channels.url
-    return env
+    return direct_env(project, main, postgres, channels=channels)
 
 
 def flood_layout(project, postgres, workdir, two_instances):
