@@ -339,7 +339,8 @@ def startup_section(results):
         "",
         "Seconds from exec to the first 200 from `/health/live/` (polled every 10 ms), pinned like the",
         "server when the run is pinned: `bin/serve`, and a bare Django app on uvicorn (one worker,",
-        "bench/baselines/bare_django.py) for scale.",
+        "bench/baselines/bare_django.py) for scale. Both run from the generated project's venv,",
+        "byte-compiled first as the Dockerfile and the runbook install it.",
         "",
     ]
     bare = next((s for s in startup if s["target"] == "bare_django"), None)
@@ -348,7 +349,7 @@ def startup_section(results):
         ratio = s["median_s"] / bare["median_s"] if bare and bare["median_s"] and s["median_s"] else None
         rows.append(
             [NAMES.get(s["target"], s["target"]), s["workers"], ", ".join(fmt(x, 3) for x in s["seconds"]),
-             s["median_s"], fmt(ratio, 2) if ratio else "–"]
+             fmt(s["median_s"], 3), fmt(ratio, 2) if ratio else "–"]
         )  # fmt: skip
     out.append(table(["server", "workers", "runs (s)", "median (s)", "x bare Django"], rows))
     return out
@@ -404,7 +405,7 @@ REPRODUCE = """\
 ```sh
 # Debian 12; taskset (pinning) is util-linux
 sudo apt-get install -y nginx redis-server wrk postgresql util-linux
-uv run --group test python -m bench.run        # pinned + unpinned, ~30 minutes on 2 cores
+uv run --group test python -m bench.run        # pinned + unpinned, ~40 minutes on 2 cores
 uv run --group test python -m bench.run --sizes 10 --events 3 --memory-sessions 20   # a quick look
 ```
 
