@@ -44,6 +44,7 @@ if str(REPO) not in sys.path:
 from bench import project as bench_project  # noqa: E402
 from bench.machine import machine  # noqa: E402
 from bench.procs import http_status, launched, log, stop_all, write_json  # noqa: E402
+from bench.targets import baseline_env  # noqa: E402
 from tests import stack  # noqa: E402
 
 PROBE = REPO / "bench" / "startup_probe.py"
@@ -150,8 +151,7 @@ def serve_once(project, env, domain, workdir):
 def bare_once(python, workdir, extra_env):
     """One start of uvicorn serving bench/baselines/bare_django.py with one worker."""
     port = stack.free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "VIRTUAL_ENV"))}
-    env.update(extra_env)
+    env = baseline_env(**extra_env)
     argv = [python, "-m", "uvicorn", "bench.baselines.bare_django:application", "--port", str(port),
             "--workers", "1", "--log-level", "warning", "--no-access-log"]  # fmt: skip
     with launched(argv, REPO, env, workdir / "bare.log") as process:

@@ -35,7 +35,8 @@ DEF_HANDLER = (
 
 def baseline_env(**extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "VIRTUAL_ENV"))}
-    env.update(PYTHONDONTWRITEBYTECODE="1", **extra)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.update(extra)
     return env
 
 
